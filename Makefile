@@ -1,0 +1,38 @@
+# Both entry points create or reuse .venv; nothing needs to be installed by hand.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench bench-quality clean
+
+install: $(STAMP)
+
+# A torch already importable by the system python (a GPU box) is kept: the venv then sees
+# system site-packages; otherwise the pinned CPU build is installed first, before anything
+# that depends on torch can pull an unpinned one.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if python3 -c 'import torch' 2>/dev/null; then python3 -m venv --system-site-packages $(VENV); \
+	  else python3 -m venv $(VENV); fi; \
+	fi
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/embedding-studio demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+bench-quality: $(STAMP)
+	$(PY) -m bench.quality --dataset "$(DATASET)"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

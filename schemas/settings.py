@@ -1,0 +1,69 @@
+"""Every setting of the system, read from ``ES_*`` environment variables (or a ``.env`` file).
+
+This is the one place settings are defined; README's configuration table is generated from it
+(`embedding-studio config`). Components receive values from here instead of reading the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import TopicRegistry
+
+ENV_PREFIX = "ES_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Field(Path(".es"), description="Working directory of the embedded runtime (store, MLflow, logs).")
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers. Unset: an embedded broker (tansu) is started on a free port."
+    )
+    store_url: str | None = Field(
+        None,
+        description="Session store: `sqlite:///path.db` or `cassandra://host1,host2:9042/keyspace?dc=dc1`. "
+        "Unset: SQLite under the data dir.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking server. Unset: an embedded MLflow server is started."
+    )
+    plugins_path: Path = Field(Path("plugins"), description="Folder whose *.py files define fine-tuning methods.")
+
+    # --- topics --------------------------------------------------------------------------------
+    topic_prefix: str = Field("es", description="Prefix of every topic name.")
+    clickstream_partitions: int = Field(8, ge=1, description="Partitions of the raw clickstream topic.")
+    replication_factor: int = Field(1, ge=1, description="Replication of topics the system creates.")
+
+    # --- sessionizer and batcher ---------------------------------------------------------------
+    session_gap_s: float = Field(1800.0, gt=0, description="Inactivity that closes a session (seconds).")
+    session_max_events: int = Field(500, ge=1, description="A session closes after this many interactions.")
+    session_max_duration_s: float = Field(4 * 3600.0, gt=0, description="A session closes this long after it opened.")
+    max_event_bytes: int = Field(1 << 20, ge=1024, description="Raw events larger than this go to the dead-letter topic.")
+    batch_max_sessions: int = Field(10_000, ge=1, description="A batch closes when it holds this many sessions.")
+    batch_max_age_s: float = Field(24 * 3600.0, gt=0, description="A batch closes this long after it opened.")
+
+    # --- trainer -------------------------------------------------------------------------------
+    default_fine_tuning_method: str = Field(
+        "Default Fine Tuning Method", description="Method used for tasks created by a closed batch."
+    )
+    auto_train: bool = Field(True, description="Create a fine-tuning task for every closed batch.")
+
+    # --- Cassandra (contract tests and cassandra:// store) -------------------------------------
+    cassandra_contact_points: str | None = Field(
+        None, description="Comma-separated Cassandra hosts; when set, the Cassandra store tests run against it."
+    )
+    cassandra_keyspace: str = Field("embedding_studio", description="Keyspace of the Cassandra store.")
+    cassandra_local_dc: str | None = Field(None, description="Local data centre for the driver's load balancing.")
+
+    log_level: str = Field("INFO", description="Logging level of every process.")
+
+    def topics(self) -> TopicRegistry:
+        return TopicRegistry(prefix=self.topic_prefix, clickstream_partitions=self.clickstream_partitions)
+
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'sessions.db').resolve()}"
