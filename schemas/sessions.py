@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from schemas.base import Contract, Part, Identifier, Metadata, UtcDatetime
-from schemas.clickstream import SearchResult
+from schemas.clickstream import SearchResult, SearchSession
 
 SessionCloseReason = Literal["end", "gap", "max_length"]
 
@@ -64,3 +64,22 @@ class BatchRecord(Contract):
     session_count: int = Field(default=0, ge=0)
     close_reason: BatchCloseReason | None = None
     release_id: Identifier | None = None
+
+
+class OpenSession(Contract):
+    """The sessionizer's working state for one session, kept in the store between event batches.
+
+    Once closed it stays as a tombstone (``closed_at`` set) for a while, so that events arriving
+    after the close are recognised as late instead of starting a new session.
+    """
+
+    session_id: Identifier
+    partition: int = Field(ge=0, description="Source partition: a worker scans only partitions it owns.")
+    search: SearchSession | None = None
+    events: list[SessionEvent] = Field(default_factory=list)
+    is_irrelevant: bool = False
+    first_event_at: UtcDatetime
+    last_event_at: UtcDatetime
+    last_seen_at: UtcDatetime = Field(description="Wall-clock time of the last event: drives idle close.")
+    closed_at: UtcDatetime | None = None
+    late_events: int = Field(default=0, ge=0)

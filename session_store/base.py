@@ -13,7 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from schemas.sessions import BatchCloseReason, BatchRecord, BatchStatus, ClosedSession, StoredSession
+from schemas.sessions import (
+    BatchCloseReason,
+    BatchRecord,
+    BatchStatus,
+    ClosedSession,
+    OpenSession,
+    StoredSession,
+)
 
 
 class BatchNotFound(LookupError):
@@ -68,6 +75,23 @@ class SessionStore(ABC):
     @abstractmethod
     def list_batches(self, status: BatchStatus | None = None, limit: int = 100) -> list[BatchRecord]:
         """Newest first."""
+
+    # --- open sessions: the sessionizer's working state ----------------------------------------
+    @abstractmethod
+    def load_open_sessions(self, session_ids: Iterable[str]) -> dict[str, OpenSession]:
+        """The stored state (open or tombstone) of those sessions that have one."""
+
+    @abstractmethod
+    def save_open_sessions(self, sessions: Iterable[OpenSession]) -> None:
+        """Upsert session states in one write (a tombstone is a state with ``closed_at`` set)."""
+
+    @abstractmethod
+    def iter_idle_open_sessions(self, partitions: Iterable[int], last_seen_before: datetime) -> Iterator[OpenSession]:
+        """Open (not closed) sessions of those partitions whose last event was seen before the time."""
+
+    @abstractmethod
+    def purge_tombstones(self, closed_before: datetime) -> int:
+        """Forget closed-session states older than the time; return how many."""
 
     def close(self) -> None:
         """Release connections."""
