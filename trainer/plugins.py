@@ -1,0 +1,80 @@
+"""What a fine-tuning method (a plugin) is: the seeds' ``FineTuningMethod`` contract.
+
+A plugin file under ``ES_PLUGINS_PATH`` defines a subclass with a ``meta`` and two methods:
+
+- ``upload_initial_model()`` puts the starting model into MLflow (``iteration / initial``) through
+  ``self.context.tracker.upload_initial_model(folder)``;
+- ``get_fine_tuning_builder(clickstream)`` returns everything one fine-tuning task needs for the
+  batch's sessions: where item texts come from, the parameter space to search, training settings.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from schemas.sessions import StoredSession
+
+if TYPE_CHECKING:
+    from schemas.settings import Settings
+    from trainer.loaders import ItemLoader
+    from trainer.tracking import ExperimentTracker
+
+
+@dataclass(frozen=True)
+class PluginMeta:
+    name: str
+    version: str = "1.0.0"
+    description: str = ""
+
+
+LossName = Literal["cosine_prob_margin", "prob_margin", "in_batch_contrastive"]
+
+
+@dataclass(frozen=True)
+class FineTuningSettings:
+    """How each trial trains. Losses are named so they survive MLflow params and task metadata."""
+
+    loss: LossName = "in_batch_contrastive"
+    epochs: int = 3
+    batch_size: int = 16
+    trials: int = 4
+    main_metric: str = "test_ndcg_at_10"
+    test_fraction: float = 0.2
+    same_query_and_items: bool = True
+    seed: int = 13
+
+
+@dataclass
+class FineTuningBuilder:
+    clickstream: Sequence[StoredSession]
+    item_loader: "ItemLoader"
+    initial_params: dict[str, list[Any]]
+    fine_tuning_settings: FineTuningSettings = field(default_factory=FineTuningSettings)
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What the trainer hands a plugin: settings, the MLflow tracker and a scratch folder."""
+
+    settings: "Settings"
+    tracker: "ExperimentTracker"
+    work_dir: Path
+
+
+class FineTuningMethod(ABC):
+    meta: ClassVar[PluginMeta]
+
+    def __init__(self, context: PluginContext):
+        self.context = context
+
+    @abstractmethod
+    def upload_initial_model(self) -> None:
+        """Store the starting model (once) through ``self.context.tracker``."""
+
+    @abstractmethod
+    def get_fine_tuning_builder(self, clickstream: Sequence[StoredSession]) -> FineTuningBuilder:
+        """Everything a fine-tuning task needs for these sessions."""
