@@ -83,3 +83,10 @@ class OpenSession(Contract):
     last_seen_at: UtcDatetime = Field(description="Wall-clock time of the last event: drives idle close.")
     closed_at: UtcDatetime | None = None
     late_events: int = Field(default=0, ge=0)
+    ended_at: UtcDatetime | None = Field(
+        default=None, description="A SessionEnd came before the search: the session closes when the search arrives."
+    )
+    applied_offset: int = Field(
+        default=-1, ge=-1,
+        description="Source offset of the last raw event applied: a replay at or below it is skipped, not re-applied.",
+    )

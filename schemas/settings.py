@@ -46,6 +46,24 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(1 << 20, ge=1024, description="Raw events larger than this go to the dead-letter topic.")
     batch_max_sessions: int = Field(10_000, ge=1, description="A batch closes when it holds this many sessions.")
     batch_max_age_s: float = Field(24 * 3600.0, gt=0, description="A batch closes this long after it opened.")
+    session_tombstone_ttl_s: float = Field(
+        7 * 24 * 3600.0, gt=0,
+        description="How long a closed session is remembered, so that its late events are recognised as late.",
+    )
+    sessionizer_batch_events: int = Field(
+        20_000, ge=1, description="Raw events the sessionizer reads, groups and stores per round trip (at most)."
+    )
+    sessionizer_processes: int = Field(
+        2, ge=0, description="Sessionizer processes per stream worker, each taking a share of the clickstream "
+        "partitions (about one per CPU core; 0: a thread inside the worker process)."
+    )
+    stream_session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer-group session timeout of the stream worker (a dead worker's "
+        "partitions move after this; tansu also holds each group join about half of it)."
+    )
+    stream_heartbeat_interval_s: float = Field(
+        3.0, gt=0, description="Consumer-group heartbeat interval of the stream worker (below a third of the timeout)."
+    )
 
     # --- trainer -------------------------------------------------------------------------------
     default_fine_tuning_method: str = Field(
