@@ -1,0 +1,24 @@
+"""Closed sessions grouped into batches, plus the sessionizer's open-session state.
+
+``open_store(url)`` picks the implementation: SQLite (embedded default) or Cassandra.
+"""
+
+from session_store.base import (
+    BatchNotFound,
+    BatchNotOpen,
+    ReleaseConflict,
+    SessionStore,
+    StoreNotInitialised,
+)
+from session_store.factory import SCHEMES, open_store, redact_url
+
+__all__ = [
+    "BatchNotFound",
+    "BatchNotOpen",
+    "ReleaseConflict",
+    "SCHEMES",
+    "SessionStore",
+    "StoreNotInitialised",
+    "open_store",
+    "redact_url",
+]

@@ -31,13 +31,31 @@ class BatchNotOpen(RuntimeError):
     """A session was written to, or a close attempted on, a batch that is already closed."""
 
 
+class ReleaseConflict(ValueError):
+    """A ``release_id`` that already closed one batch was given to close another.
+
+    A release id names exactly one close; a retry of that release must look it up with
+    ``find_batch_by_release`` instead of closing whatever batch is open now."""
+
+
+class StoreNotInitialised(RuntimeError):
+    """The store's schema is missing or older than this code: run ``embedding-studio store init``."""
+
+
 class SessionStore(ABC):
+    # --- schema (not abstract: a store without a schema to manage keeps the default) ---------------
+    def init_schema(self) -> int:
+        """Create or migrate the store's tables; safe to run again and again. Returns the schema
+        version now in place."""
+        return 0
+
     # --- sessions ----------------------------------------------------------------------------
     @abstractmethod
     def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession]) -> int:
         """Store sessions in the open batch ``batch_id``; return how many were new.
 
-        Sessions already stored (in this or any batch) are left exactly as they are."""
+        Sessions already stored (in this or any batch) are left exactly as they are. Raises
+        BatchNotFound for an unknown batch and BatchNotOpen for a closed one."""
 
     @abstractmethod
     def get_session(self, session_id: str) -> StoredSession | None: ...
@@ -53,10 +71,15 @@ class SessionStore(ABC):
     # --- batches ------------------------------------------------------------------------------
     @abstractmethod
     def open_batch(self, batch_id: str, opened_at: datetime) -> BatchRecord:
-        """Create the batch in state ``open`` (idempotent: an existing batch is returned unchanged)."""
+        """Create the batch in state ``open`` (idempotent: an existing batch is returned unchanged).
+
+        An open record's ``session_count`` is 0; use ``count_sessions`` for a live count."""
 
     @abstractmethod
-    def get_open_batch(self) -> BatchRecord | None: ...
+    def get_open_batch(self) -> BatchRecord | None:
+        """The batch being collected. The batcher keeps one batch open at a time; should several
+        be open, which one comes back is store-specific (SQLite: the newest ``opened_at``;
+        Cassandra: the most recently opened one, and only while it is still open)."""
 
     @abstractmethod
     def close_batch(
@@ -64,7 +87,10 @@ class SessionStore(ABC):
     ) -> BatchRecord:
         """Close an open batch exactly once; closing it again returns the stored closed record.
 
-        Raises BatchNotFound for an unknown batch."""
+        The closed record's ``session_count`` is the number of sessions stored in the batch.
+
+        Raises BatchNotFound for an unknown batch, and ReleaseConflict when ``release_id`` already
+        closed a different batch."""
 
     @abstractmethod
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...

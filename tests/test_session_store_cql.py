@@ -1,0 +1,181 @@
+"""Checks of the Cassandra store's statement *texts*, without a server.
+
+This is not a Cassandra test: nothing here executes CQL. It parses our own DDL into tables, keys
+and columns, and checks every data statement against it: tables and columns exist, every query
+names a whole partition key (no scans), bind markers match, and the LWT-only tables are only ever
+written with IF. The contract suite is what runs the store against a real cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from session_store.cassandra_store import (
+    MIGRATIONS,
+    MIGRATIONS_TABLE,
+    SESSION_BUCKETS,
+    STATEMENTS,
+    TABLES,
+    parse_cassandra_url,
+)
+from session_store.records import stable_bucket
+
+LWT_ONLY = {"batches", "batch_by_release"}
+
+
+@dataclass
+class Table:
+    columns: dict[str, str]
+    partition_key: list[str]
+    clustering: list[str]
+
+
+def parse_create_table(ddl: str) -> tuple[str, Table]:
+    match = re.fullmatch(
+        r"\s*CREATE TABLE IF NOT EXISTS (\w+) \((.*)\)(?: WITH CLUSTERING ORDER BY \(([^)]*)\))?\s*", ddl, re.S
+    )
+    assert match, f"not a CREATE TABLE we understand: {ddl}"
+    name, body, order = match.groups()
+    columns: dict[str, str] = {}
+    partition: list[str] = []
+    clustering: list[str] = []
+    key = re.search(r"PRIMARY KEY \(\((?P<part>[^)]*)\)(?:, (?P<clust>[^)]*))?\)", body)
+    body_without_key = body[: key.start()] if key else body
+    for item in filter(None, (part.strip() for part in body_without_key.split(","))):
+        column, kind, *rest = item.split()
+        columns[column] = kind
+        if rest == ["PRIMARY", "KEY"]:
+            partition = [column]
+    if key:
+        partition = [c.strip() for c in key["part"].split(",")]
+        clustering = [c.strip() for c in (key["clust"] or "").split(",") if c.strip()]
+    assert partition, f"{name} has no primary key"
+    for column in partition + clustering:
+        assert column in columns, f"{name}: key column {column} is not declared"
+    if order:
+        ordered = [part.split()[0] for part in order.split(",")]
+        assert ordered == clustering, f"{name}: clustering order {ordered} is not the clustering key {clustering}"
+    return name, Table(columns, partition, clustering)
+
+
+def all_tables() -> dict[str, Table]:
+    ddl = [MIGRATIONS_TABLE] + [statement for _, statements in MIGRATIONS.values() for statement in statements]
+    return dict(parse_create_table(statement) for statement in ddl)
+
+
+def parse_dml(cql: str) -> tuple[str, str, list[str], list[str], list[str]]:
+    """(verb, table, columns read or written, columns restricted in WHERE, columns in IF)."""
+    if m := re.fullmatch(r"SELECT (.+) FROM (\w+) WHERE (.+)", cql):
+        selected, table, where = m.groups()
+        read = [] if selected == "COUNT(*)" else [c.strip() for c in selected.split(",")]
+        return "SELECT", table, read, _conditions(where), []
+    if m := re.fullmatch(r"INSERT INTO (\w+) \(([^)]*)\) VALUES \(([^)]*)\)( IF NOT EXISTS)?", cql):
+        table, columns, values, lwt = m.groups()
+        names = [c.strip() for c in columns.split(",")]
+        assert len(names) == len(values.split(",")), f"column and value counts differ: {cql}"
+        return "INSERT", table, names, [], ["*"] if lwt else []
+    if m := re.fullmatch(r"UPDATE (\w+) SET (.+) WHERE (.+?)(?: IF (.+))?", cql):
+        table, assignments, where, condition = m.groups()
+        written = [a.split("=")[0].strip() for a in assignments.split(",")]
+        return "UPDATE", table, written, _conditions(where), _conditions(condition or "")
+    if m := re.fullmatch(r"DELETE FROM (\w+) WHERE (.+)", cql):
+        table, where = m.groups()
+        return "DELETE", table, [], _conditions(where), []
+    raise AssertionError(f"statement of an unexpected form: {cql}")
+
+
+def _conditions(text: str) -> list[str]:
+    found = []
+    for part in filter(None, (p.strip() for p in text.split(" AND "))):
+        m = re.fullmatch(r"(\w+) = (\?|'[^']*')", part)
+        assert m, f"only equality restrictions are expected, got {part!r}"
+        found.append(m.group(1))
+    return found
+
+
+def test_every_table_is_created_and_every_created_table_is_known():
+    assert set(all_tables()) == set(TABLES)
+
+
+def test_keys_keep_partitions_bounded():
+    tables = all_tables()
+    assert tables["sessions_by_batch"].partition_key == ["batch_id", "bucket"]
+    assert tables["sessions_by_batch"].clustering == ["session_id"]
+    assert tables["open_sessions_by_partition"].partition_key == ["partition", "bucket"]
+    assert tables["batches"].partition_key == ["batch_id"]
+    assert tables["batch_by_release"].partition_key == ["release_id"]
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_statement_names_existing_columns_and_a_whole_partition_key(name: str):
+    cql = STATEMENTS[name]
+    assert cql == cql.strip() and not cql.endswith(";") and cql.count("(") == cql.count(")")
+    verb, table_name, columns, where, _ = parse_dml(cql)
+    table = all_tables().get(table_name)
+    assert table is not None, f"{name}: unknown table {table_name}"
+    for column in columns + where:
+        assert column in table.columns, f"{name}: {table_name} has no column {column}"
+    if verb == "INSERT":
+        assert set(table.partition_key + table.clustering) <= set(columns), f"{name}: incomplete primary key"
+    else:
+        assert set(table.partition_key) <= set(where), f"{name}: does not name a whole partition (a scan)"
+        assert set(where) <= set(table.partition_key + table.clustering), f"{name}: filters on a regular column"
+    if verb in ("UPDATE", "DELETE"):
+        assert set(where) == set(table.partition_key + table.clustering), f"{name}: must address one row"
+    assert "ALLOW FILTERING" not in cql
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_lwt_tables_are_written_only_with_if_and_the_rest_never(name: str):
+    verb, table, _, _, conditions = parse_dml(STATEMENTS[name])
+    if verb == "SELECT":
+        return
+    if table in LWT_ONLY:
+        assert conditions, f"{name} writes {table} without IF"
+    else:
+        assert not conditions, f"{name} uses an LWT on {table}, a hot-path table"
+
+
+def test_close_is_a_compare_and_set_on_the_open_status():
+    _, _, written, where, conditions = parse_dml(STATEMENTS["close_batch"])
+    assert where == ["batch_id"] and conditions == ["status"]
+    assert {"status", "closed_us", "release_id", "session_count"} <= set(written)
+
+
+def test_buckets_are_stable_across_processes():
+    # crc32, not hash(): Python salts str hashes per process, which would scatter a batch's reads.
+    assert stable_bucket("session-42", SESSION_BUCKETS) == 9
+    assert {stable_bucket(f"s{i}", SESSION_BUCKETS) for i in range(1000)} == set(range(SESSION_BUCKETS))
+
+
+def test_cassandra_urls_carry_hosts_port_keyspace_dc_and_credentials():
+    url = parse_cassandra_url("cassandra://reader:p%40ss@10.0.0.1,10.0.0.2:9142/clicks?dc=eu-west&rf=3")
+    assert url.hosts == ("10.0.0.1", "10.0.0.2")
+    assert (url.port, url.keyspace, url.local_dc, url.replication_factor) == (9142, "clicks", "eu-west", 3)
+    assert (url.username, url.password) == ("reader", "p@ss")
+    assert "p@ss" not in url.redacted()
+
+
+def test_cassandra_url_defaults():
+    url = parse_cassandra_url("cassandra://cass1")
+    assert (url.hosts, url.port, url.keyspace, url.local_dc, url.username) == (
+        ("cass1",), 9042, "embedding_studio", None, None
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "cassandra:///ks",  # no host
+        "cassandra://h1:9042,h2:9043/ks",  # the driver takes one port
+        "cassandra://h1/ks-with-dash",  # not a CQL identifier
+        "cassandra://h1/ks?consistency=ONE",  # unknown option
+        "cassandra://::1/ks",  # IPv6 without brackets
+    ],
+)
+def test_malformed_cassandra_urls_are_refused(bad: str):
+    with pytest.raises(ValueError):
+        parse_cassandra_url(bad)
