@@ -16,6 +16,10 @@ SUBCOMMANDS: tuple[str, ...] = (
     "schemas",
     "config",
     "emit",
+    "store",
+    "broker",
+    "demo",
+    "worker",
 )
 
 
