@@ -1,0 +1,143 @@
+"""From stored sessions to training examples, by the cascade click model.
+
+- positives: the shown results the user interacted with (any event type), each once;
+- negatives: shown results not interacted with and placed above the lowest-placed interaction
+  (a user scanning top-down saw and skipped them; results below the last click may never have been
+  seen, so they are not evidence of anything);
+- a session marked irrelevant (the user said nothing shown was relevant) has no positives and all its
+  shown results are negatives. The flag is taken as stored, even when the session has clicks: a click
+  followed by "nothing here was relevant" is a click on something that disappointed.
+- the engine's rank is carried along unchanged.
+
+Interactions on objects that were not among the shown results are ignored: they cannot be placed in
+the cascade, and their text may not be known to the item loader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from schemas.sessions import StoredSession
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    object_id: str
+    rank: float
+
+
+@dataclass(frozen=True)
+class SessionExample:
+    session_id: str
+    query: str
+    positives: tuple[ItemRef, ...]
+    negatives: tuple[ItemRef, ...]
+    is_irrelevant: bool
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.positives and not self.negatives
+
+
+@dataclass(frozen=True)
+class HeldOutSession:
+    """A test session as the evaluation sees it: every shown result, and which were relevant."""
+
+    session_id: str
+    query: str
+    shown: tuple[ItemRef, ...]  # in the engine's order
+    relevant: frozenset[str]  # empty for an irrelevant session, whatever its clicks
+    is_irrelevant: bool
+
+
+def session_example(
+    session: StoredSession, *, negative_downsampling: float = 1.0, seed: int = 0
+) -> SessionExample:
+    shown = sorted((ItemRef(r.object_id, r.rank) for r in session.search_results), key=lambda item: item.rank)
+    if session.is_irrelevant:
+        positives: list[ItemRef] = []
+        negatives = shown
+    else:
+        clicked = {event.object_id for event in session.events}
+        positives = [item for item in shown if item.object_id in clicked]
+        if positives:
+            lowest_click = max(item.rank for item in positives)
+            negatives = [item for item in shown if item.object_id not in clicked and item.rank < lowest_click]
+        else:
+            negatives = []
+    negatives = _downsample(negatives, negative_downsampling, _session_rng(seed, session.session_id))
+    return SessionExample(
+        session_id=session.session_id,
+        query=session.search_query,
+        positives=tuple(positives),
+        negatives=tuple(negatives),
+        is_irrelevant=session.is_irrelevant,
+    )
+
+
+def build_examples(
+    sessions: Iterable[StoredSession],
+    *,
+    negative_downsampling: float = 1.0,
+    not_irrelevant_only: bool = True,
+    seed: int = 0,
+) -> list[SessionExample]:
+    """Examples of the sessions that carry a training signal (sessions without any are dropped)."""
+    examples = []
+    for session in sessions:
+        if not_irrelevant_only and session.is_irrelevant:
+            continue
+        example = session_example(session, negative_downsampling=negative_downsampling, seed=seed)
+        if not example.is_empty:
+            examples.append(example)
+    return examples
+
+
+def held_out_session(session: StoredSession) -> HeldOutSession:
+    shown = tuple(sorted((ItemRef(r.object_id, r.rank) for r in session.search_results), key=lambda i: i.rank))
+    shown_ids = {item.object_id for item in shown}
+    relevant = frozenset() if session.is_irrelevant else frozenset(
+        e.object_id for e in session.events if e.object_id in shown_ids
+    )
+    return HeldOutSession(session.session_id, session.search_query, shown, relevant, session.is_irrelevant)
+
+
+def split_sessions(
+    sessions: Sequence[StoredSession], test_fraction: float, *, salt: str = ""
+) -> tuple[list[StoredSession], list[StoredSession]]:
+    """Train and test sessions, decided by a hash of each session id.
+
+    The same session always lands on the same side, whatever the order, the trial or the other
+    sessions in the batch, so every trial is measured on the same held-out set. When the hash leaves
+    the test side empty, the session with the smallest hash is held out (still deterministic).
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    keyed = sorted(sessions, key=lambda s: _unit_hash(salt + s.session_id))
+    n_test = sum(1 for s in keyed if _unit_hash(salt + s.session_id) < test_fraction)
+    if n_test == 0 and test_fraction > 0 and len(keyed) >= 2:
+        n_test = 1
+    test_ids = {s.session_id for s in keyed[:n_test]}
+    return [s for s in sessions if s.session_id not in test_ids], [s for s in sessions if s.session_id in test_ids]
+
+
+def _downsample(negatives: list[ItemRef], fraction: float, rng: random.Random) -> list[ItemRef]:
+    if fraction >= 1.0 or not negatives:
+        return negatives
+    # ceil, so a session with a single skipped result keeps it: those are the most telling negatives.
+    keep = math.ceil(fraction * len(negatives))
+    chosen = set(rng.sample(range(len(negatives)), keep))
+    return [item for index, item in enumerate(negatives) if index in chosen]
+
+
+def _session_rng(seed: int, session_id: str) -> random.Random:
+    # One generator per session: the sample does not depend on which other sessions are in the batch.
+    return random.Random(f"{seed}:{session_id}")
+
+
+def _unit_hash(text: str) -> float:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64

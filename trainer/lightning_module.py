@@ -1,0 +1,213 @@
+"""The training loop: manual optimisation of the towers, validation on held-out sessions.
+
+Manual optimisation because a separate items tower has its own optimizer (its own learning rate and
+weight decay). With manual optimisation Lightning steps neither optimizers nor schedulers, so both
+are stepped here, every training step (the seeds never stepped their schedulers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from trainer.curriculum import epoch_examples_type, select_triples
+from trainer.evaluation import HeldOutEvaluator
+from trainer.losses import CosineProbMarginRankingLoss, InBatchContrastiveLoss, ProbMarginRankingLoss
+from trainer.params import FineTuningParams
+from trainer.towers import EmbeddingTowers
+from trainer.triples import Triple, TripleBatch, TripleCollator, relevant_by_query
+
+MARGIN_LOSSES = {"prob_margin": ProbMarginRankingLoss, "cosine_prob_margin": CosineProbMarginRankingLoss}
+LOSS_NAMES = (*MARGIN_LOSSES, "in_batch_contrastive")
+
+
+@dataclass
+class ValidationRecord:
+    epoch: int
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _no_decay(name: str) -> bool:
+    # Decaying biases and LayerNorm scales towards zero only hurts; the usual transformer practice.
+    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or ".norm" in name
+
+
+class FineTuningModule(L.LightningModule):
+    def __init__(
+        self,
+        towers: EmbeddingTowers,
+        params: FineTuningParams,
+        *,
+        train_triples: Sequence[Triple],
+        relevant: Mapping[str, frozenset[str]] | None = None,
+        texts: Mapping[str, str],
+        evaluator: HeldOutEvaluator | None = None,
+        losses: Sequence[str] = ("in_batch_contrastive",),
+        batch_size: int = 16,
+        epochs: int = 1,
+        warmup_fraction: float = 0.1,
+        seed: int = 0,
+        eval_batch_size: int = 32,
+    ):
+        super().__init__()
+        unknown = [name for name in losses if name not in LOSS_NAMES]
+        if unknown or not losses:
+            raise ValueError(f"unknown loss(es) {unknown or losses}; known: {', '.join(LOSS_NAMES)}")
+        self.automatic_optimization = False
+        self.towers = towers
+        self.params = params
+        self.train_triples = list(train_triples)
+        if not self.train_triples:
+            raise ValueError("no training triples")
+        self.collate = TripleCollator(dict(relevant) if relevant is not None else relevant_by_query(()))
+        self.texts = texts
+        self.evaluator = evaluator
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.warmup_fraction = warmup_fraction
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+        self.contrastive = InBatchContrastiveLoss() if "in_batch_contrastive" in losses else None
+        self.margin_losses = nn.ModuleList(
+            MARGIN_LOSSES[name](
+                margin=params.margin,
+                min_abs_difference=params.min_abs_difference_threshold,
+                max_abs_difference=params.max_abs_difference_threshold,
+            )
+            for name in losses
+            if name in MARGIN_LOSSES
+        )
+        self.history: list[ValidationRecord] = []
+        self.training_steps = 0
+        self._epoch_losses: list[float] = []
+        self._val_scores: list[list[float]] = []
+        self._baseline_positive: dict[tuple[str, str], float] = {}
+
+    # --- optimisation -------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        # An upper bound: a curriculum epoch may train on fewer triples than all of them.
+        return max(1, self.epochs * math.ceil(len(self.train_triples) / self.batch_size))
+
+    def configure_optimizers(self):
+        tower_settings = [(self.towers.query_tower, self.params.query_lr, self.params.query_weight_decay)]
+        if not self.towers.shared:
+            tower_settings.append((self.towers.items_tower, self.params.items_lr, self.params.items_weight_decay))
+        optimizers, schedulers = [], []
+        for tower, lr, weight_decay in tower_settings:
+            named = [(n, p) for n, p in tower.named_parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": weight_decay},
+                {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
+            ]
+            optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+            optimizers.append(optimizer)
+            schedulers.append(
+                {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor), "interval": "step"}
+            )
+        return optimizers, schedulers
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up over the first steps, then linear decay towards zero at the last step."""
+        warmup = max(1, int(self.warmup_fraction * self.total_steps))
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (self.total_steps - step) / (self.total_steps - warmup + 1))
+
+    def _as_list(self, value) -> list:
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+
+    # --- data ----------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        # Rebuilt every epoch (reload_dataloaders_every_n_epochs=1): a curriculum picks its triples
+        # with the weights as they are now.
+        epoch = self.current_epoch if self._trainer is not None else 0
+        examples_type = epoch_examples_type(self.params.examples_order, epoch)
+        triples = select_triples(self.train_triples, examples_type, self.towers, self.texts, self.params.margin)
+        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        return DataLoader(triples, batch_size=self.batch_size, shuffle=True, generator=generator, collate_fn=self.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        indices = list(range(len(self.evaluator))) if self.evaluator is not None else []
+        return DataLoader(indices, batch_size=self.eval_batch_size, collate_fn=list)
+
+    # --- training -------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # The starting model's cosine of each (query, positive) row, for the train DistanceShift.
+        rows = sorted({(t.query, t.positive) for t in self.train_triples if t.positive is not None})
+        if not rows:
+            return
+        queries = sorted({q for q, _ in rows})
+        items = sorted({p for _, p in rows})
+        q_vectors = dict(zip(queries, self.towers.embed_queries(queries)))
+        i_vectors = dict(zip(items, self.towers.embed_items([self.texts[i] for i in items])))
+        self._baseline_positive = {(q, p): float(torch.dot(q_vectors[q], i_vectors[p])) for q, p in rows}
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_losses = []
+
+    def batch_loss(self, batch: TripleBatch) -> tuple[Tensor, Tensor]:
+        """The configured losses summed, and the rows' query-positive cosines."""
+        queries = self.towers.encode_queries(batch.queries)
+        items = self.towers.encode_items([self.texts[i] for i in batch.positives + batch.negatives])
+        positives, negatives = items[: len(batch)], items[len(batch) :]
+        positive_scores = F.cosine_similarity(queries, positives)
+        loss = queries.new_zeros(())
+        if self.contrastive is not None:
+            loss = loss + self.contrastive(queries, positives, negatives, batch.known_relevant)
+        if len(self.margin_losses) and len(batch.margin_pairs):
+            rows, columns = batch.margin_pairs[:, 0].to(self.device), batch.margin_pairs[:, 1].to(self.device)
+            pair_positive = positive_scores[rows]
+            pair_negative = F.cosine_similarity(queries[rows], negatives[columns])
+            for margin_loss in self.margin_losses:
+                loss = loss + margin_loss(pair_positive, pair_negative)
+        return loss, positive_scores
+
+    def training_step(self, batch: TripleBatch, batch_idx: int) -> Tensor | None:
+        if len(batch) == 0:
+            return None  # only negatives of irrelevant sessions, with no query row to train
+        optimizers = self._as_list(self.optimizers())
+        schedulers = self._as_list(self.lr_schedulers())
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        loss, positive_scores = self.batch_loss(batch)
+        self.manual_backward(loss)
+        for optimizer in optimizers:
+            self.clip_gradients(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+            optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+        # Lightning's global_step counts every optimizer's steps; a training step is what we mean.
+        self.training_steps += 1
+        self._epoch_losses.append(float(loss.detach()))
+        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=len(batch))
+        baseline = [self._baseline_positive.get((q, p)) for q, p in zip(batch.queries, batch.positives)]
+        if all(b is not None for b in baseline):
+            shift = (positive_scores.detach().cpu() - torch.tensor(baseline)).mean()
+            self.log("train_not_irrelevant_dist_shift", shift, batch_size=len(batch))
+        self.log("lr", float(schedulers[0].get_last_lr()[0]), batch_size=len(batch))
+        return loss.detach()
+
+    # --- validation -----------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_scores = []
+
+    def validation_step(self, indices: list[int], batch_idx: int) -> None:
+        self._val_scores.extend(self.evaluator.score(self.towers, indices))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.evaluator is None or len(self._val_scores) != len(self.evaluator):
+            return
+        metrics = {f"test_{name}": value for name, value in self.evaluator.metrics(self._val_scores).items()}
+        if self._epoch_losses:
+            metrics["train_loss"] = sum(self._epoch_losses) / len(self._epoch_losses)
+        self.log_dict({k: v for k, v in metrics.items() if k.startswith("test_")}, batch_size=1)
+        self.history.append(ValidationRecord(self.current_epoch, self.training_steps, metrics))
