@@ -58,11 +58,11 @@ class Settings(BaseSettings):
         "partitions (about one per CPU core; 0: a thread inside the worker process)."
     )
     stream_session_timeout_s: float = Field(
-        10.0, gt=0, description="Consumer-group session timeout of the stream worker (a dead worker's "
-        "partitions move after this; tansu also holds each group join about half of it)."
+        10.0, gt=0, description="Consumer-group session timeout of stream workers and the trainer (a dead "
+        "member's partitions move after this; tansu also holds each group join about half of it)."
     )
     stream_heartbeat_interval_s: float = Field(
-        3.0, gt=0, description="Consumer-group heartbeat interval of the stream worker (below a third of the timeout)."
+        3.0, gt=0, description="Consumer-group heartbeat interval of stream workers and the trainer (below a third of the timeout)."
     )
 
     # --- trainer -------------------------------------------------------------------------------

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.stores",
     "tests.fixtures.services",
+    "tests.fixtures.trainer",
 ]

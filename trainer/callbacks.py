@@ -49,10 +49,12 @@ class ProgressAndCancel(L.Callback):
         epochs: int,
         on_progress: Callable[[int, int, int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_validation: Callable[[object], None] | None = None,
     ):
         self.epochs = epochs
         self.on_progress = on_progress
         self.should_stop = should_stop
+        self.on_validation = on_validation
 
     def _check(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -63,6 +65,12 @@ class ProgressAndCancel(L.Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._check()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after KeepBestWeights (listed first), so a run stopped here still keeps its best weights.
+        history = getattr(pl_module, "history", None)
+        if self.on_validation is not None and history and not trainer.sanity_checking:
+            self.on_validation(history[-1])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.on_progress is not None:

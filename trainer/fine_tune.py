@@ -99,11 +99,13 @@ def fine_tune(
     settings: TrainingSettings = TrainingSettings(),
     on_progress: Callable[[int, int, int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_validation: Callable[[ValidationRecord], None] | None = None,
 ) -> FineTuneResult:
     """Train ``base_model`` (a SentenceTransformer folder) on ``sessions`` with ``params``.
 
     ``on_progress(epoch, epochs, step, steps)`` is called after every training step;
-    ``should_stop()`` before every training and validation step, and a True raises FineTuneCanceled.
+    ``should_stop()`` before every training and validation step, and a True raises FineTuneCanceled;
+    ``on_validation(record)`` after every validation (an Optuna pruner raises from there to stop).
     The best model is saved under ``output_dir / "model"`` (safetensors SentenceTransformer folder).
     """
     import lightning as L
@@ -176,7 +178,7 @@ def fine_tune(
             num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1,
             val_check_interval=min(settings.eval_every_steps, steps_per_epoch) if settings.eval_every_steps else None,
-            callbacks=[ProgressAndCancel(settings.epochs, on_progress, should_stop), best],
+            callbacks=[best, ProgressAndCancel(settings.epochs, on_progress, should_stop, on_validation)],
             default_root_dir=str(output_dir),
         )
         trainer.fit(module)

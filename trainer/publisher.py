@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from datetime import datetime, timezone
-
 from confluent_kafka import Producer
 
-from schemas.dead_letters import (
-    HEADER_FAILED_AT,
-    HEADER_REASON,
-    HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_PARTITION,
-    HEADER_SOURCE_TOPIC,
-)
 from schemas.models import ModelReady
 from schemas.tasks import ReleaseBatch, TaskStatus
 from schemas.topics import TopicRegistry
@@ -44,18 +35,6 @@ class TaskEventPublisher:
     def release(self, command: ReleaseBatch) -> None:
         self._send(self.topics.commands.name, command.release_id, command.model_dump_json())
         self.flush()
-
-    def dead_letter(self, topic: str, message, reason: str) -> None:
-        """The original key and bytes, unchanged, with the reason in headers."""
-        headers = {
-            HEADER_REASON: reason.encode(),
-            HEADER_SOURCE_TOPIC: message.topic().encode(),
-            HEADER_SOURCE_PARTITION: str(message.partition()).encode(),
-            HEADER_SOURCE_OFFSET: str(message.offset()).encode(),
-            HEADER_FAILED_AT: datetime.now(timezone.utc).isoformat().encode(),
-        }
-        self._producer.produce(topic, key=message.key(), value=message.value(), headers=headers, on_delivery=_report)
-        self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)

@@ -133,8 +133,8 @@ class TaskService:
         try:
             command = parse_task_command(message.value() or b"")
         except ContractError as error:
-            log.warning("refused command at offset %s: %s", message.offset(), error.reason)
-            self.publisher.dead_letter(self.topics.commands_dlq.name, message, error.reason)
+            # The stream worker puts it on the commands' dead-letter topic with this reason.
+            log.warning("skipped unusable command at offset %s: %s", message.offset(), error.reason)
             return
         if isinstance(command, CreateTask):
             self._create(command.fine_tuning_method, command.batch_id, command.metadata,

@@ -19,7 +19,16 @@ def resolve_model_dir(model_uri: str, tracking_uri: str | None = None) -> Path:
                                                     tracking_uri=tracking_uri))
 
 
-def load_model(model_uri: str, tracking_uri: str | None = None, device: str | None = None):
+def load_model(model_uri: str, tracking_uri: str | None = None, device: str | None = None, tower: str = "query"):
+    """The SentenceTransformer of ``model_uri``; for a model with separate towers, the one named by
+    ``tower`` ("query" embeds search queries, "items" embeds the catalog)."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(resolve_model_dir(model_uri, tracking_uri)), device=device)
+    from trainer.towers import TOWERS_FILE
+
+    folder = resolve_model_dir(model_uri, tracking_uri)
+    if (folder / TOWERS_FILE).is_file():
+        if tower not in ("query", "items"):
+            raise ValueError(f"tower must be 'query' or 'items', not {tower!r}")
+        folder = folder / tower
+    return SentenceTransformer(str(folder), device=device)

@@ -97,8 +97,10 @@ class ExperimentTracker:
         runs = self._runs(experiment_id, f"tags.`{TAG_PARAMS_ID}` = '{params_id}'")
         return runs[0] if runs else None
 
-    def start_run(self, experiment_id: str, params_id: str, params: dict[str, str], tags: dict[str, str]) -> RunRef:
-        run = self.client.create_run(experiment_id, run_name=params_id[:16], tags={TAG_PARAMS_ID: params_id, **tags})
+    def start_run(self, experiment_id: str, params_id: str, params: dict[str, str], tags: dict[str, str],
+                  run_name: str | None = None) -> RunRef:
+        run = self.client.create_run(experiment_id, run_name=run_name or params_id[:16],
+                                     tags={TAG_PARAMS_ID: params_id, **tags})
         for key, value in params.items():
             self.client.log_param(run.info.run_id, key, value)
         return RunRef(run.info.run_id, experiment_id)
@@ -129,6 +131,8 @@ class ExperimentTracker:
     def delete_model(self, run_id: str) -> None:
         """Delete a superseded model's artifacts; the run, its params and metrics stay."""
         run = self.client.get_run(run_id)
+        if run.data.tags.get(TAG_MODEL) == "deleted":
+            return
         repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.tracking_uri)
         repository.delete_artifacts(MODEL_ARTIFACT)
         self.client.set_tag(run_id, TAG_MODEL, "deleted")

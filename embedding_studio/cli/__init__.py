@@ -20,6 +20,9 @@ SUBCOMMANDS: tuple[str, ...] = (
     "broker",
     "demo",
     "worker",
+    "trainer",
+    "init",
+    "embed",
 )
 
 

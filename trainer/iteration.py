@@ -1,0 +1,365 @@
+"""One fine-tuning iteration: a task's batch, its method's plugin and an Optuna search → the best model.
+
+The steps, each reported as the task's progress stage:
+
+1. find the method among the plugins (an unknown name lists the known ones and the broken files);
+2. check the batch: it exists, it is closed, it holds sessions;
+3. let the plugin store the starting model once (``iteration / initial``) and build the task;
+4. start from the newest model of an earlier iteration of the method, or from the initial one;
+5. search the plugin's parameter space with Optuna (seeded TPE, median pruning on the main metric):
+   each trial is an MLflow run named by the parameters' id; a restarted task reuses finished runs;
+6. keep the best run's model in MLflow, delete the models it superseded, and announce it with
+   ``ModelReady`` when it beats the starting model on the held-out sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from schemas.models import ModelReady
+from schemas.sessions import BatchStatus, StoredSession
+from schemas.settings import Settings
+from schemas.tasks import TaskProgress
+from session_store.base import SessionStore
+from trainer.fine_tune import FineTuneCanceled, FineTuneResult, NotEnoughData, TrainingSettings, fine_tune
+from trainer.lightning_module import ValidationRecord
+from trainer.loaders.cache import CachedItemLoader
+from trainer.metrics import higher_is_better
+from trainer.params import FineTuningParams, suggest_params, validate_space
+from trainer.plugin_loader import UnknownMethod, discover_plugins
+from trainer.plugins import FineTuningBuilder, FineTuningMethod, PluginContext
+from trainer.service import TaskCanceled, TaskControl, TaskFailed
+from trainer.task_store import Task
+from trainer.tracking import TAG_BATCH, TAG_METHOD, TAG_TASK, ExperimentTracker, RunRef, iteration_experiment_name
+
+log = logging.getLogger(__name__)
+
+BASELINE_PREFIX = "baseline_"
+
+
+@dataclass
+class TrialOutcome:
+    run_id: str
+    value: float
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+
+
+class IterationRunner:
+    """The trainer service's executor: ``runner(control) -> (detail, model_uri | None)``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionStore,
+        tracker: ExperimentTracker,
+        publish_model_ready: Callable[[ModelReady], None],
+        work_root: Path,
+        training_overrides: dict | None = None,
+    ):
+        self.settings = settings
+        self.sessions = sessions
+        self.tracker = tracker
+        self.publish_model_ready = publish_model_ready
+        self.work_root = work_root
+        # e.g. {"progress_bar": True} from the CLI, {"eval_every_steps": 5} from tests.
+        self.training_overrides = training_overrides or {}
+
+    def __call__(self, control: TaskControl) -> tuple[str, str | None]:
+        return _Iteration(self, control).run()
+
+
+class _Iteration:
+    def __init__(self, runner: IterationRunner, control: TaskControl):
+        self.runner = runner
+        self.control = control
+        self.task: Task = control.task
+        self.work_dir = runner.work_root / self.task.task_id
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = TaskProgress(stage="starting")
+
+    # --- the steps -----------------------------------------------------------------------------
+    def run(self) -> tuple[str, str | None]:
+        plugin = self._plugin()
+        sessions = self._batch_sessions()
+        builder = self._builder(plugin, sessions)
+        settings = builder.fine_tuning_settings
+        training = TrainingSettings.from_settings(settings, **self.runner.training_overrides)
+        texts = self._item_texts(builder, sessions)
+        experiment_id = self.runner.tracker.experiment_id(
+            iteration_experiment_name(self.task.fine_tuning_method, self.task.batch_id)
+        )
+        start_model = self._start_model(experiment_id)
+        best = self._search(builder, training, start_model, texts, sessions, experiment_id)
+        try:
+            return self._conclude(best, training, experiment_id)
+        finally:
+            shutil.rmtree(self.work_dir / "trials", ignore_errors=True)
+
+    def _plugin(self) -> FineTuningMethod:
+        self._stage("loading plugin")
+        registry = discover_plugins(self.runner.settings.plugins_path)
+        try:
+            method = registry.get(self.task.fine_tuning_method)
+        except UnknownMethod as error:
+            raise TaskFailed(str(error)) from None
+        context = PluginContext(self.runner.settings, self.runner.tracker, self.work_dir / "plugin")
+        context.work_dir.mkdir(parents=True, exist_ok=True)
+        plugin = _call_plugin(method.meta.name, "__init__", lambda: method(context))
+        _call_plugin(method.meta.name, "upload_initial_model", plugin.upload_initial_model)
+        return plugin
+
+    def _batch_sessions(self) -> list[StoredSession]:
+        self._stage("reading batch")
+        batch_id = self.task.batch_id
+        batch = self.runner.sessions.get_batch(batch_id)
+        if batch is None:
+            raise TaskFailed(f"batch {batch_id!r} does not exist in the session store")
+        if batch.status == BatchStatus.open:
+            raise TaskFailed(f"batch {batch_id!r} is still open; release it first or create the task without batch_id")
+        sessions = list(self.runner.sessions.iter_sessions(batch_id))
+        if not sessions:
+            raise TaskFailed(f"batch {batch_id!r} holds no sessions: nothing to train on")
+        self._check_stop()
+        return sessions
+
+    def _builder(self, plugin: FineTuningMethod, sessions: Sequence[StoredSession]) -> FineTuningBuilder:
+        name = plugin.meta.name
+        builder = _call_plugin(name, "get_fine_tuning_builder", lambda: plugin.get_fine_tuning_builder(sessions))
+        if not isinstance(builder, FineTuningBuilder):
+            raise TaskFailed(f"plugin {name!r}: get_fine_tuning_builder returned {type(builder).__name__}, "
+                             "not a FineTuningBuilder")
+        try:
+            validate_space(builder.initial_params)
+        except ValueError as error:
+            raise TaskFailed(f"plugin {name!r}: {error}") from None
+        return builder
+
+    def _item_texts(self, builder: FineTuningBuilder, sessions: Sequence[StoredSession]) -> dict[str, str]:
+        self._stage("loading items")
+        wanted = sorted({r.object_id for s in sessions for r in s.search_results})
+        loader = CachedItemLoader(builder.item_loader, self.work_dir / "items")
+        try:
+            texts = loader.load_all(wanted)
+        except Exception as error:  # noqa: BLE001 - a data source failure ends the task with its reason
+            raise TaskFailed(f"loading item texts failed: {type(error).__name__}: {error}") from None
+        if not texts:
+            raise TaskFailed(f"none of the batch's {len(wanted)} items has a text; check ES_ITEMS_URL")
+        log.info("task %s: %d of %d item texts (%d fetched, rest cached)", self.task.task_id, len(texts),
+                 len(wanted), loader.fetched)
+        return texts
+
+    def _start_model(self, experiment_id: str) -> Path:
+        self._stage("downloading model")
+        tracker = self.runner.tracker
+        ref = tracker.latest_model(self.task.fine_tuning_method, exclude_experiment=experiment_id)
+        ref = ref or tracker.initial_model()
+        if ref is None:
+            raise TaskFailed("no starting model: the plugin's upload_initial_model stored nothing")
+        destination = self.work_dir / "start" / ref.run_id
+        if not destination.is_dir():
+            tracker.download_model(ref.run_id, destination.parent / (ref.run_id + ".part"))
+            (destination.parent / (ref.run_id + ".part")).rename(destination)
+        log.info("task %s starts from run %s", self.task.task_id, ref.run_id)
+        return destination / "model"
+
+    # --- the search ----------------------------------------------------------------------------
+    def _search(self, builder: FineTuningBuilder, training: TrainingSettings, start_model: Path,
+                texts: dict[str, str], sessions: Sequence[StoredSession], experiment_id: str) -> TrialOutcome | None:
+        trials = min(builder.fine_tuning_settings.trials, _grid_size(builder.initial_params))
+        metric = training.main_metric
+        maximize = higher_is_better(metric)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            direction="maximize" if maximize else "minimize",
+            sampler=optuna.samplers.TPESampler(seed=training.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+        )
+        best: TrialOutcome | None = None
+        tried: dict[str, float | None] = {}  # params id -> value (None: pruned)
+        asked = 0
+        while len(tried) < trials and asked < 20 * trials:
+            self._check_stop()
+            asked += 1
+            trial = study.ask()
+            params = suggest_params(trial, builder.initial_params)
+            if params.id in tried:
+                # A sampler may suggest a point again; answer from memory rather than spend a trial.
+                value = tried[params.id]
+                study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.PRUNED)
+                continue
+            try:
+                outcome = self._trial(len(tried), trials, trial, params, training, start_model, texts, sessions,
+                                      experiment_id)
+            except optuna.TrialPruned:
+                tried[params.id] = None
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
+            tried[params.id] = outcome.value
+            study.tell(trial, outcome.value)
+            if best is None or (outcome.value > best.value if maximize else outcome.value < best.value):
+                if best is not None:
+                    self.runner.tracker.delete_model(best.run_id)
+                best = outcome
+            else:
+                self.runner.tracker.delete_model(outcome.run_id)
+        return best
+
+    def _trial(self, number: int, trials: int, trial: optuna.Trial, params: FineTuningParams,
+               training: TrainingSettings, start_model: Path, texts: dict[str, str],
+               sessions: Sequence[StoredSession], experiment_id: str) -> TrialOutcome:
+        tracker = self.runner.tracker
+        metric = training.main_metric
+        done = tracker.find_run(experiment_id, params.id)
+        if done is not None and done.info.status == "FINISHED" and metric in done.data.metrics:
+            log.info("trial %d: parameters %s already trained in run %s", number + 1, params.id[:12], done.info.run_id)
+            return _outcome_of(done, metric)
+        if done is not None:
+            tracker.client.delete_run(done.info.run_id)  # an unfinished run of a dead trainer
+
+        run = tracker.start_run(experiment_id, params.id, params.to_mlflow_params(), {
+            TAG_METHOD: self.task.fine_tuning_method, TAG_BATCH: self.task.batch_id or "",
+            TAG_TASK: self.task.task_id,
+        }, run_name=f"trial {number + 1} · {params.id[:12]}")
+        self._report(stage="training", trial=number + 1, trials=trials, epochs=training.epochs)
+
+        def on_progress(epoch: int, epochs: int, step: int, steps: int) -> None:
+            done_fraction = (epoch * steps + step) / max(1, epochs * steps)
+            self._report(stage="training", trial=number + 1, trials=trials, epoch=epoch + 1, epochs=epochs,
+                         step=step, steps=steps, fraction=min(1.0, (number + done_fraction) / trials))
+
+        def on_validation(record: ValidationRecord) -> None:
+            tracker.log_metrics(run.run_id, record.metrics, step=record.step)
+            value = record.metrics.get(metric)
+            if value is not None:
+                trial.report(value, record.step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"{metric}={value:.4f} below the median of earlier trials")
+
+        try:
+            result = fine_tune(
+                start_model, sessions, texts, params, self.work_dir / "trials" / params.id[:16],
+                settings=training, on_progress=on_progress, should_stop=self.control.should_stop,
+                on_validation=on_validation,
+            )
+        except FineTuneCanceled:
+            tracker.end_run(run.run_id, "KILLED")
+            raise TaskCanceled() from None
+        except optuna.TrialPruned:
+            tracker.client.set_tag(run.run_id, "es.pruned", "true")
+            tracker.end_run(run.run_id, "FINISHED")
+            raise
+        except NotEnoughData as error:
+            tracker.end_run(run.run_id, "FAILED")
+            raise TaskFailed(f"not enough data in batch {self.task.batch_id!r}: {error}") from None
+        except BaseException:
+            tracker.end_run(run.run_id, "FAILED")
+            raise
+        return self._record(run, result)
+
+    def _record(self, run: RunRef, result: FineTuneResult) -> TrialOutcome:
+        tracker = self.runner.tracker
+        baseline = {BASELINE_PREFIX + k: v for k, v in result.baseline_metrics.items()}
+        final = {**result.best_metrics, **baseline, "best_epoch": float(result.best_epoch),
+                 "train_triples": float(result.train_triples), "missing_items": float(len(result.missing_items))}
+        tracker.log_metrics(run.run_id, final, step=result.best_step + 1)
+        self._report(stage="uploading model")
+        tracker.log_model(run.run_id, result.model_path)
+        tracker.end_run(run.run_id, "FINISHED")
+        shutil.rmtree(result.model_path.parent, ignore_errors=True)
+        return TrialOutcome(run.run_id, result.best_value, dict(result.best_metrics), dict(result.baseline_metrics))
+
+    # --- the outcome ---------------------------------------------------------------------------
+    def _conclude(self, best: TrialOutcome | None, training: TrainingSettings,
+                  experiment_id: str) -> tuple[str, str | None]:
+        metric = training.main_metric
+        if best is None:
+            raise TaskFailed("every trial was pruned or failed; no model was kept")
+        base = best.baseline.get(metric)
+        improved = base is None or (best.value > base if higher_is_better(metric) else best.value < base)
+        summary = f"{metric} {best.value:.4f} vs starting model {base:.4f}" if base is not None else f"{metric} {best.value:.4f}"
+        if not improved:
+            # The next iteration should start from the model that is still the best one.
+            self.runner.tracker.delete_model(best.run_id)
+            return f"no parameter set beat the starting model ({summary}); nothing announced", None
+        model_uri = RunRef(best.run_id, experiment_id).model_uri
+        self._stage("announcing model")
+        model_dir = self.runner.tracker.download_model(best.run_id, self.work_dir / "best")
+        self.runner.publish_model_ready(ModelReady(
+            task_id=self.task.task_id, batch_id=self.task.batch_id, fine_tuning_method=self.task.fine_tuning_method,
+            model_uri=model_uri, run_id=best.run_id, embedding_dim=_embedding_dim(model_dir),
+            model_fingerprint=_fingerprint(model_dir), main_metric=metric, metrics=best.metrics,
+            baseline_metrics=best.baseline,
+        ))
+        shutil.rmtree(self.work_dir / "best", ignore_errors=True)
+        return f"better model: {summary}", model_uri
+
+    # --- progress ------------------------------------------------------------------------------
+    def _stage(self, stage: str) -> None:
+        self._check_stop()
+        self._report(stage=stage)
+
+    def _report(self, **fields) -> None:
+        fields.setdefault("fraction", self.progress.fraction)
+        for name in ("trial", "trials"):
+            fields.setdefault(name, getattr(self.progress, name))
+        self.progress = TaskProgress(**fields)
+        self.control.report(self.progress)
+
+    def _check_stop(self) -> None:
+        if self.control.should_stop():
+            raise TaskCanceled()
+
+
+def _call_plugin(name: str, what: str, call: Callable):
+    """Run plugin code; anything it raises ends the task with the plugin's name and the reason."""
+    try:
+        return call()
+    except (TaskFailed, TaskCanceled):
+        raise
+    except Exception as error:  # noqa: BLE001
+        log.exception("plugin %r failed in %s", name, what)
+        raise TaskFailed(f"plugin {name!r} failed in {what}: {type(error).__name__}: {error}") from None
+
+
+def _outcome_of(run, metric: str) -> TrialOutcome:
+    metrics = dict(run.data.metrics)
+    baseline = {k[len(BASELINE_PREFIX):]: v for k, v in metrics.items() if k.startswith(BASELINE_PREFIX)}
+    tuned = {k: v for k, v in metrics.items() if k.startswith("test_")}
+    return TrialOutcome(run.info.run_id, metrics[metric], tuned, baseline)
+
+
+def _weights_files(model_dir: Path) -> list[Path]:
+    return sorted(model_dir.rglob("*.safetensors"))
+
+
+def _fingerprint(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for path in _weights_files(model_dir):
+        digest.update(path.relative_to(model_dir).as_posix().encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _embedding_dim(model_dir: Path) -> int:
+    from trainer.serving import load_model
+
+    model = load_model(str(model_dir), device="cpu")
+    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(dimension())
+
+
+def _grid_size(space: dict[str, list]) -> int:
+    size = 1
+    for choices in space.values():
+        size *= len(choices)
+    return size
