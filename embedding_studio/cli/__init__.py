@@ -19,6 +19,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "store",
     "broker",
     "demo",
+    "up",
     "worker",
     "trainer",
     "init",
