@@ -53,7 +53,8 @@ class BatchStatus(StrEnum):
     closed = "closed"
 
 
-BatchCloseReason = Literal["size", "age", "release"]
+BatchCloseReason = Literal["size", "age", "release", "replay"]
+"""``replay``: built by ``embedding-studio replay --from-time`` from raw events, outside the stream worker."""
 
 
 class BatchRecord(Contract):

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     s3_anonymous: bool = Field(False, description="Read items from a public bucket without signing requests.")
     train_trials: int = Field(4, ge=1, description="Optuna trials (parameter sets) per fine-tuning task.")
     train_epochs: int = Field(3, ge=1, description="Epochs per trial.")
-    train_batch_size: int = Field(16, ge=1, description="Sessions per training step.")
+    train_batch_size: int = Field(16, ge=1, description="Training triples (query, positive, negatives) per step.")
     train_test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of a batch's sessions held out for evaluation.")
 
     # --- Cassandra (contract tests and cassandra:// store) -------------------------------------

@@ -7,6 +7,7 @@
   loop, and the processes that run it;
 - ``records``: what the sessionizer, the command path and the age timer send the batcher;
 - ``batcher`` / ``announcements``: the open batch's rules, and exactly-once BatchClosed;
+- ``replay``: raw events of a time range re-sessionized, by the same rules, into a new batch;
 - ``dead_letters``, ``metrics``, ``gc_pause``: the small pieces they share.
 
 Depends on ``schemas`` and ``session_store`` only.

@@ -156,8 +156,8 @@ class TaskService:
         except ValueError as error:
             log.error("unreadable BatchClosed at offset %s: %s", message.offset(), error)
             return
-        if not self.settings.auto_train:
-            return
+        if not self.settings.auto_train or closed.close_reason == "replay":
+            return  # a replay sends its own replay_batch command, with the method it asked for
         if closed.release_id and self.tasks.get_by_release(closed.release_id):
             return  # released on behalf of a task that will train it
         self._create(self.settings.default_fine_tuning_method, closed.batch_id, {"trigger": "batch_closed"},

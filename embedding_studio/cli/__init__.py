@@ -24,6 +24,8 @@ SUBCOMMANDS: tuple[str, ...] = (
     "trainer",
     "init",
     "embed",
+    "tasks",
+    "replay",
 )
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import argparse
 
+from embedding_studio.cli.tables import clip, print_table
+
 HELP = "Create or migrate the session store, list its batches, show a batch's sessions."
 DESCRIPTION = (
     "Work with the session store named by ES_STORE_URL (default: SQLite under ES_DATA_DIR). "
@@ -76,7 +78,7 @@ def _batches(args: argparse.Namespace) -> int:
     if not rows:
         print("no batches" + (f" with status {args.status}" if args.status else ""))
         return 0
-    _print_table(("BATCH", "STATUS", "OPENED", "CLOSED", "SESSIONS", "REASON", "RELEASE"), rows)
+    print_table(("BATCH", "STATUS", "OPENED", "CLOSED", "SESSIONS", "REASON", "RELEASE"), rows)
     return 0
 
 
@@ -103,7 +105,7 @@ def _show(args: argparse.Namespace) -> int:
             print(
                 f"  {session.session_id}  {_when(session.created_at)}  {session.close_reason:<10}"
                 f" {len(session.search_results):>3} results {len(session.events):>3} events{mark}"
-                f"  {_clip(session.search_query, 60)!r}"
+                f"  {clip(session.search_query, 60)!r}"
             )
         if shown < total:
             print(f"  ... {total - shown} more (--limit 0 shows all)")
@@ -114,11 +116,4 @@ def _when(moment) -> str:
     return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
-
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    for row in (header, *rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

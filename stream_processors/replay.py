@@ -1,0 +1,440 @@
+"""Replay: raw clickstream of a time range, read again from Kafka, sessionized into a batch of its own.
+
+The stream worker's rules are applied as they are: every record is checked by
+``raw_events.check_raw_event`` and every session's events go through ``sessionizer.apply_events``,
+in the order of their partition, exactly as the live loop does. What differs is only where the
+working state lives and when sessions close at the edges of the range:
+
+- the range is ``[start, end)`` of Kafka record timestamps. Each partition is read from
+  ``offsets_for_times(start)`` until its first record stamped at or after ``end``, or until the end
+  of the partition as the broker reports it while reading (end-of-partition events, not a
+  ListOffsets look-up: some brokers answer that one wrongly), whichever comes first; records
+  stamped before ``start`` met on the way are skipped;
+- the working state is kept in memory for the run (never in the store's open sessions, which
+  belong to the live sessionizer), so a replay cannot disturb the stream worker;
+- sessions still open when the range has been read close *at the range end*, as if the range end
+  were a wall clock past their gap (reason ``gap``; their ``closed_at`` is their latest event, as
+  for every session). A session whose search lies before ``start`` arrives without it and is
+  dropped as an orphan; one that goes on after ``end`` keeps only its events up to ``end``;
+- invalid records are counted and skipped, not dead-lettered again (the live worker already did).
+
+Determinism. Every session's content depends only on its own records, read in partition order,
+and on the range end: never on how partitions interleave or how reads are chunked. Replaying the
+same range with the same rules therefore gives the same sessions. The batch id is derived from the
+topic, the range and the rules (``replay-<sha256>``), and each replayed session's id is its
+original id with ``@<batch id>`` appended (the store keeps a session id in one batch only, and the
+original ids are normally already in the live batches). So a replay of a range already replayed
+finds its batch: closed, it is reused as it is (nothing is read or written again); still open (a
+replay cut short), it is completed — sessions already stored stay, the missing ones are added.
+
+Memory: the working state of every session of the range stays in memory until the end (a closed
+session keeps only a small tombstone, so that its late events are recognised as late); the closed
+sessions themselves wait in a temporary spool file.
+
+The batch is opened with ``opened_at`` = the range start, filled from a spool file in one go after
+the whole range is read (so it is open only while its sessions are written), and closed with
+reason ``replay``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from schemas.base import utc_now
+from schemas.sessions import BatchRecord, BatchStatus, ClosedSession, OpenSession
+from session_store.base import SessionStore
+from stream_processors.raw_events import check_raw_event
+from stream_processors.sessionizer import Arrival, Outcome, SessionRules, apply_events, close_idle
+
+log = logging.getLogger(__name__)
+
+REPLAY_BATCH_PREFIX = "replay-"
+_MAX_ID = 256  # schemas.base.Identifier
+_WRITE_CHUNK = 1000
+
+
+class ReplayError(RuntimeError):
+    """The replay could not read its range (missing topic, broker trouble, timeout)."""
+
+
+# --- the range and the names derived from it -------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayRange:
+    topic: str
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("replay range times must be timezone-aware")
+        if self.end_ms <= self.start_ms:
+            raise ValueError(f"the range is empty: it ends ({self.end.isoformat()}) at or before it starts "
+                             f"({self.start.isoformat()})")
+
+    @property
+    def start_ms(self) -> int:
+        return _to_ms(self.start)
+
+    @property
+    def end_ms(self) -> int:
+        return _to_ms(self.end)
+
+    def batch_id(self, rules: SessionRules, max_event_bytes: int) -> str:
+        """The same topic, range and rules always name the same batch."""
+        material = json.dumps([
+            self.topic, self.start_ms, self.end_ms, rules.gap.total_seconds(), rules.max_events,
+            rules.max_duration.total_seconds(), max_event_bytes,
+        ])
+        return REPLAY_BATCH_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:20]
+
+
+def replay_session_id(session_id: str, batch_id: str) -> str:
+    """``<session_id>@<batch_id>``; an original id too long for that is replaced by its hash."""
+    suffix = f"@{batch_id}"
+    if len(session_id) + len(suffix) > _MAX_ID:
+        session_id = "sha256-" + hashlib.sha256(session_id.encode()).hexdigest()
+    return session_id + suffix
+
+
+def original_session_id(replayed_id: str) -> str:
+    return replayed_id.rpartition("@")[0] or replayed_id
+
+
+def _to_ms(moment: datetime) -> int:
+    # Integer arithmetic: a float timestamp could round a microsecond boundary differently.
+    delta = moment.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+# --- what a replay counts --------------------------------------------------------------------------
+@dataclass
+class ReplayStats:
+    partitions: int = 0
+    records_scanned: int = 0  # every record looked at, in the range or not
+    events_read: int = 0  # records in the range, valid or not
+    invalid: Counter[str] = field(default_factory=Counter)  # kind of problem -> records
+    invalid_examples: list[str] = field(default_factory=list)
+    sessions: int = 0
+    closed_by: Counter[str] = field(default_factory=Counter)  # close reason -> sessions
+    closed_at_range_end: int = 0
+    orphans: int = 0  # sessions without a search (nothing to train on): dropped
+    late_events: int = 0
+    duplicates: int = 0
+
+    @property
+    def invalid_events(self) -> int:
+        return sum(self.invalid.values())
+
+    def count_invalid(self, reason: str) -> None:
+        kind = reason.split(":", 1)[0]
+        if kind.startswith("key ") and "differs from session_id" in kind:
+            kind = "key differs from session_id"
+        self.invalid[kind] += 1
+        if len(self.invalid_examples) < 5:
+            self.invalid_examples.append(reason[:300])
+
+
+# --- the sessionizer over a range ------------------------------------------------------------------
+RawRecord = tuple[int, int, "bytes | None", "bytes | None"]
+"""(partition, offset, key, value) of one raw clickstream record."""
+
+
+class RangeSessionizer:
+    """The stream worker's sessionizer rules with an in-memory working state.
+
+    ``feed`` takes raw records (several partitions mixed, each partition in offset order) and
+    returns the sessions they closed; ``finish`` closes what is still open at ``closes_at``.
+    Returned sessions already carry their replay id (``replay_session_id``)."""
+
+    def __init__(self, rules: SessionRules, max_event_bytes: int, batch_id: str, closes_at: datetime,
+                 stats: ReplayStats | None = None) -> None:
+        self.rules = rules
+        self.max_event_bytes = max_event_bytes
+        self.batch_id = batch_id
+        self.closes_at = closes_at
+        self.stats = stats or ReplayStats()
+        self._states: dict[str, OpenSession] = {}
+
+    def feed(self, records: Iterable[RawRecord]) -> list[ClosedSession]:
+        stats = self.stats
+        by_session: dict[str, list[Arrival[None]]] = {}
+        partition_of: dict[str, int] = {}
+        for partition, offset, key, value in records:
+            stats.events_read += 1
+            event = check_raw_event(key, value, self.max_event_bytes)
+            if isinstance(event, str):
+                stats.count_invalid(event)
+                continue
+            arrivals = by_session.get(event.session_id)
+            if arrivals is None:
+                by_session[event.session_id] = arrivals = []
+                partition_of[event.session_id] = partition
+            arrivals.append(Arrival(event, offset))
+        closed: list[ClosedSession] = []
+        for session_id, arrivals in by_session.items():
+            outcome = apply_events(
+                self._states.get(session_id), arrivals, session_id=session_id,
+                partition=partition_of[session_id], now=self.closes_at, rules=self.rules,
+            )
+            self._collect(outcome, closed)
+        return closed
+
+    def finish(self) -> list[ClosedSession]:
+        """Close every session still open, at the range end; forget the working state."""
+        closed: list[ClosedSession] = []
+        still_open = sorted(sid for sid, state in self._states.items() if state.closed_at is None)
+        for session_id in still_open:
+            before = len(closed)
+            self._collect(close_idle(self._states[session_id], now=self.closes_at), closed)
+            self.stats.closed_at_range_end += len(closed) - before
+        self._states.clear()
+        return closed
+
+    def _collect(self, outcome: Outcome, closed: list[ClosedSession]) -> None:
+        stats = self.stats
+        if outcome.state is not None:
+            self._states[outcome.state.session_id] = outcome.state
+        if outcome.closed is not None:
+            session = outcome.closed
+            closed.append(session.model_copy(
+                update={"session_id": replay_session_id(session.session_id, self.batch_id)}))
+            stats.sessions += 1
+            stats.closed_by[session.close_reason] += 1
+        if outcome.orphan is not None:
+            stats.orphans += 1
+        stats.late_events += len(outcome.late)
+        stats.duplicates += outcome.duplicates
+
+
+# --- reading the range from Kafka ------------------------------------------------------------------
+class RangeReader:
+    """Reads one ``ReplayRange`` of a topic with assigned partitions (no consumer group)."""
+
+    def __init__(self, bootstrap: str, replay_range: ReplayRange, *, chunk: int = 20_000,
+                 timeout_s: float = 600.0, consumer_config: dict[str, Any] | None = None) -> None:
+        self.range = replay_range
+        self.chunk = chunk
+        self.timeout_s = timeout_s
+        self._config = {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"es-replay-{uuid.uuid4().hex[:12]}",  # never joined: assign() needs a group id
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",  # a start offset gone to retention: the oldest kept
+            "fetch.max.bytes": 64 << 20,
+            **(consumer_config or {}),
+        }
+        self._consumer: Consumer | None = None
+        self.starts: dict[int, int] = {}
+        self.partitions: list[int] = []
+        self.estimate: int | None = None  # records to scan, from the broker's end offsets: a hint only
+
+    def __enter__(self) -> "RangeReader":
+        self._consumer = Consumer(self._config)
+        try:
+            self._plan()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _plan(self) -> None:
+        assert self._consumer is not None
+        topic = self.range.topic
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=15)
+        except KafkaException as error:
+            raise ReplayError(f"no answer from the broker: {error.args[0].str()}") from error
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None or not described.partitions:
+            raise ReplayError(f"topic {topic} does not exist")
+        self.partitions = sorted(described.partitions)
+        try:
+            found = self._consumer.offsets_for_times(
+                [TopicPartition(topic, p, self.range.start_ms) for p in self.partitions], timeout=30)
+        except KafkaException as error:
+            raise ReplayError(f"looking up offsets by time on {topic}: {error.args[0].str()}") from error
+        estimate = 0
+        for tp in found:
+            if tp.error is not None:
+                raise ReplayError(f"looking up offsets by time on {topic}[{tp.partition}]: {tp.error.str()}")
+            if tp.offset < 0:
+                continue  # nothing stamped at or after the start: nothing of the range here
+            self.starts[tp.partition] = tp.offset
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+                estimate += max(0, high - tp.offset)
+            except KafkaException:
+                pass
+        self.estimate = estimate
+
+    def chunks(self, on_scanned: Callable[[int], None] | None = None) -> Iterator[list[RawRecord]]:
+        """Records of the range, a chunk at a time, each partition in offset order."""
+        assert self._consumer is not None, "use the reader as a context manager"
+        consumer, topic = self._consumer, self.range.topic
+        start_ms, end_ms = self.range.start_ms, self.range.end_ms
+        active = set(self.starts)
+        if not active:
+            return
+        consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(self.starts.items())])
+        deadline = time.monotonic() + self.timeout_s
+
+        def done(partition: int) -> None:
+            active.discard(partition)
+            consumer.pause([TopicPartition(topic, partition)])
+
+        while active:
+            if time.monotonic() > deadline:
+                raise ReplayError(f"reading {topic} took more than {self.timeout_s:.0f} s; partitions not "
+                                  f"finished: {sorted(active)}")
+            messages: list[Message] = consumer.consume(self.chunk, timeout=0.5)
+            records: list[RawRecord] = []
+            scanned = 0
+            for message in messages:
+                partition = message.partition()
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if partition in active:
+                            done(partition)
+                        continue
+                    if error.fatal():
+                        raise ReplayError(f"reading {topic}: {error.str()}")
+                    log.warning("reading %s: %s", topic, error.str())
+                    continue
+                if partition not in active:
+                    continue  # fetched before the partition was paused
+                scanned += 1
+                kind, stamp = message.timestamp()
+                if kind != 0 and stamp >= end_ms:  # 0: TIMESTAMP_NOT_AVAILABLE, kept
+                    done(partition)
+                    continue
+                if kind != 0 and stamp < start_ms:
+                    continue
+                records.append((partition, message.offset(), message.key(), message.value()))
+            if on_scanned is not None and scanned:
+                on_scanned(scanned)
+            if records:
+                yield records
+
+
+# --- the whole replay ------------------------------------------------------------------------------
+@dataclass
+class ReplayResult:
+    batch: BatchRecord | None  # None: the range held no session
+    stats: ReplayStats
+    reused: bool = False  # the batch was complete from an earlier replay: nothing was read
+    added: int = 0  # sessions this run wrote (fewer than stats.sessions when completing a cut-short replay)
+
+
+def replay_range(
+    *,
+    bootstrap: str,
+    replay_range: ReplayRange,
+    store: SessionStore,
+    rules: SessionRules,
+    max_event_bytes: int,
+    chunk: int = 20_000,
+    timeout_s: float = 600.0,
+    on_estimate: Callable[[int | None], None] | None = None,
+    on_scanned: Callable[[int], None] | None = None,
+    consumer_config: dict[str, Any] | None = None,
+) -> ReplayResult:
+    """Sessionize the range into its batch in ``store`` and close it (reason ``replay``)."""
+    batch_id = replay_range.batch_id(rules, max_event_bytes)
+    stats = ReplayStats()
+    existing = store.get_batch(batch_id)
+    if existing is not None and existing.status is BatchStatus.closed:
+        return ReplayResult(existing, stats, reused=True)
+    sessionizer = RangeSessionizer(rules, max_event_bytes, batch_id, replay_range.end, stats)
+    with tempfile.TemporaryFile(prefix="es-replay-") as spool:
+        with RangeReader(bootstrap, replay_range, chunk=chunk, timeout_s=timeout_s,
+                         consumer_config=consumer_config) as reader:
+            stats.partitions = len(reader.partitions)
+            if on_estimate is not None:
+                on_estimate(reader.estimate)
+
+            def scanned(count: int) -> None:
+                stats.records_scanned += count
+                if on_scanned is not None:
+                    on_scanned(count)
+
+            for records in reader.chunks(scanned):
+                _spool(spool, sessionizer.feed(records))
+        _spool(spool, sessionizer.finish())
+        if stats.sessions == 0:
+            return ReplayResult(store.get_batch(batch_id), stats)
+        spool.seek(0)
+        record, added = write_batch(store, batch_id, replay_range.start, _unspool(spool))
+    return ReplayResult(record, stats, added=added)
+
+
+def write_batch(store: SessionStore, batch_id: str, opened_at: datetime,
+                sessions: Iterable[ClosedSession]) -> tuple[BatchRecord, int]:
+    """Open the batch (or find it), store the sessions, close it with reason ``replay``."""
+    live = store.get_open_batch()
+    if live is not None and live.batch_id.startswith(REPLAY_BATCH_PREFIX):
+        live = None  # a replay cut short, not the batcher's
+    record = store.open_batch(batch_id, opened_at)
+    if record.status is BatchStatus.closed:
+        return record, 0
+    added = 0
+    try:
+        for chunk in _chunks(sessions, _WRITE_CHUNK):
+            added += store.put_sessions(batch_id, chunk)
+        record = store.close_batch(batch_id, utc_now(), "replay")
+    finally:
+        _keep_current(store, live)
+    return record, added
+
+
+def _keep_current(store: SessionStore, live: BatchRecord | None) -> None:
+    """Opening a batch may make it the store's "open batch", the one a restarting batcher resumes
+    (Cassandra keeps a pointer to the batch opened last): point the store back at the batcher's."""
+    if live is not None and store.get_open_batch() is None:
+        store.open_batch(live.batch_id, live.opened_at)  # idempotent; re-points at it while it is open
+
+
+def _spool(spool: IO[bytes], sessions: Sequence[ClosedSession]) -> None:
+    # Sorted within each write: the order of a batch's rows does not depend on partition interleaving
+    # more than it must (membership never does).
+    to_json = ClosedSession.__pydantic_serializer__.to_json
+    for session in sorted(sessions, key=lambda s: (s.created_at, s.session_id)):
+        spool.write(to_json(session) + b"\n")
+
+
+def _unspool(spool: IO[bytes]) -> Iterator[ClosedSession]:
+    for line in spool:
+        if line.strip():
+            yield ClosedSession.model_validate_json(line)
+
+
+def _chunks(items: Iterable[ClosedSession], size: int) -> Iterator[list[ClosedSession]]:
+    chunk: list[ClosedSession] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
