@@ -21,7 +21,16 @@ def _model_dir(tmp_path: Path, content: str) -> Path:
 
 @pytest.fixture
 def tracker(mlflow_uri) -> ExperimentTracker:
-    return ExperimentTracker(mlflow_uri)
+    return ExperimentTracker(mlflow_uri).for_method(f"method-{uuid.uuid4().hex[:6]}")
+
+
+def test_each_method_has_its_own_initial_model(tracker, tmp_path):
+    other = tracker.for_method(tracker.method + "-other")
+    mine = tracker.upload_initial_model(_model_dir(tmp_path, "mine"))
+    theirs = other.upload_initial_model(_model_dir(tmp_path, "theirs"))
+
+    assert mine != theirs
+    assert tracker.initial_model() == mine and other.initial_model() == theirs
 
 
 def test_the_initial_model_is_uploaded_once(tracker, tmp_path):

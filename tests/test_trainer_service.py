@@ -75,7 +75,7 @@ def test_every_bad_task_ends_in_error_with_a_readable_reason(trainer_harness: Tr
     for key, (method, batch_id, _) in cases.items():
         create(harness, method, batch_id, key)
     for key, (_, _, expected) in cases.items():
-        final = harness.final_status(by_key(key), timeout_s=60)
+        final = harness.final_status(by_key(key))
         assert final.status == TaskState.error, (key, final.detail)
         for text in expected:
             assert text in final.detail, (key, final.detail)
@@ -99,7 +99,7 @@ def test_cancel_stops_a_running_fine_tune_within_seconds(trainer_harness: Traine
     create(harness, "Slow Method", "batch-slow", "slow")
     running = harness.statuses.wait(
         lambda events: next((e for e in events if e.idempotency_key == "slow" and e.progress.stage == "training"
-                             and e.progress.step > 0), None), 60, "training to start")
+                             and e.progress.step > 0), None), 240, "training to start")
     asked = time.monotonic()
     harness.send(harness.topics.commands.name, CancelTask(task_id=running.task_id), running.task_id)
     final = harness.final_status(by_key("slow"), timeout_s=30)
@@ -116,7 +116,7 @@ def test_restart_runs_a_failed_task_again(trainer_harness: TrainerHarness):
     harness.send(harness.topics.commands.name, RestartTask(task_id=failed.task_id), failed.task_id)
     final = harness.statuses.wait(
         lambda events: next((e for e in events if e.task_id == failed.task_id and e.seq > failed.seq
-                             and e.status.is_final), None), 90, "the restarted task to finish")
+                             and e.status.is_final), None), 240, "the restarted task to finish")
     assert final.status == TaskState.done, final.detail
 
 

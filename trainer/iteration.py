@@ -110,7 +110,8 @@ class _Iteration:
             method = registry.get(self.task.fine_tuning_method)
         except UnknownMethod as error:
             raise TaskFailed(str(error)) from None
-        context = PluginContext(self.runner.settings, self.runner.tracker, self.work_dir / "plugin")
+        self.tracker = self.runner.tracker.for_method(self.task.fine_tuning_method)
+        context = PluginContext(self.runner.settings, self.tracker, self.work_dir / "plugin")
         context.work_dir.mkdir(parents=True, exist_ok=True)
         plugin = _call_plugin(method.meta.name, "__init__", lambda: method(context))
         _call_plugin(method.meta.name, "upload_initial_model", plugin.upload_initial_model)
@@ -158,7 +159,7 @@ class _Iteration:
 
     def _start_model(self, experiment_id: str) -> Path:
         self._stage("downloading model")
-        tracker = self.runner.tracker
+        tracker = self.tracker
         ref = tracker.latest_model(self.task.fine_tuning_method, exclude_experiment=experiment_id)
         ref = ref or tracker.initial_model()
         if ref is None:

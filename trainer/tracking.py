@@ -1,6 +1,7 @@
 """MLflow bookkeeping of fine-tuning iterations.
 
-- experiment ``iteration / initial`` holds the starting model (run ``initial_model``);
+- experiment ``iteration / initial`` holds each method's starting model (a run ``initial_model``
+  tagged with the method, so two plugins never share one);
 - each task is an experiment ``iteration / <method> / <batch_id>`` with one run per parameter set,
   named by the parameters' id, so a restarted task finds and skips the runs it already finished;
 - only the best run of an iteration keeps its model (a SentenceTransformer folder with safetensors
@@ -42,9 +43,16 @@ class RunRef:
 
 
 class ExperimentTracker:
-    def __init__(self, tracking_uri: str):
+    def __init__(self, tracking_uri: str, method: str = ""):
         self.tracking_uri = tracking_uri
+        self.method = method  # whose initial model upload_initial_model/initial_model mean
         self.client = MlflowClient(tracking_uri)
+
+    def for_method(self, method: str) -> "ExperimentTracker":
+        """The tracker a plugin sees: its initial model is its own."""
+        bound = ExperimentTracker.__new__(ExperimentTracker)
+        bound.tracking_uri, bound.method, bound.client = self.tracking_uri, method, self.client
+        return bound
 
     # --- experiments ------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -59,10 +67,10 @@ class ExperimentTracker:
     def upload_initial_model(self, model_dir: Path) -> RunRef:
         """Store the starting model once; later calls return the stored one."""
         experiment_id = self.experiment_id(INITIAL_EXPERIMENT)
-        existing = self._runs(experiment_id, f"tags.{TAG_MODEL} = 'uploaded' and attributes.run_name = '{INITIAL_RUN}'")
+        existing = self._runs(experiment_id, self._initial_filter())
         if existing:
             return RunRef(existing[0].info.run_id, experiment_id)
-        run = self.client.create_run(experiment_id, run_name=INITIAL_RUN)
+        run = self.client.create_run(experiment_id, run_name=INITIAL_RUN, tags={TAG_METHOD: self.method})
         self.client.log_artifacts(run.info.run_id, str(model_dir), MODEL_ARTIFACT)
         self.client.set_tag(run.info.run_id, TAG_MODEL, "uploaded")
         self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
@@ -72,8 +80,12 @@ class ExperimentTracker:
         experiment = self.client.get_experiment_by_name(INITIAL_EXPERIMENT)
         if experiment is None:
             return None
-        runs = self._runs(experiment.experiment_id, f"tags.{TAG_MODEL} = 'uploaded'")
+        runs = self._runs(experiment.experiment_id, self._initial_filter())
         return RunRef(runs[0].info.run_id, experiment.experiment_id) if runs else None
+
+    def _initial_filter(self) -> str:
+        return (f"tags.`{TAG_MODEL}` = 'uploaded' and attributes.run_name = '{INITIAL_RUN}' "
+                f"and tags.`{TAG_METHOD}` = '{_like_escape(self.method)}'")
 
     def latest_model(self, method: str, exclude_experiment: str | None = None) -> RunRef | None:
         """The kept model of the newest finished iteration of ``method``, to continue from."""
