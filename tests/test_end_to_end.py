@@ -55,3 +55,32 @@ def test_clicks_become_a_better_model_that_embeds(kafka_bootstrap, topics, mlflo
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["text"] for line in lines] == ["apple red small", "tiger"]
     assert all(len(line["vector"]) == ready.embedding_dim for line in lines)
+
+
+def test_a_task_without_a_batch_releases_the_open_batch_and_trains_it(
+        kafka_bootstrap, topics, mlflow_uri, tmp_path, worker_factory, test_plugins_path, tiny_model_path):
+    from schemas.tasks import CreateTask
+
+    worker = worker_factory(batch_max_sessions=10_000).start()
+    harness = start_trainer(kafka_bootstrap, mlflow_uri, tmp_path / "trainer", test_plugins_path, tiny_model_path,
+                            topic_prefix=topics.prefix, store_url=f"sqlite:///{worker.store_path}")
+    try:
+        with ClickstreamProducer(kafka_bootstrap, topics) as producer:
+            producer.send_many(click_events("release"))
+
+        def all_stored() -> bool:
+            batch = harness.store.get_open_batch()
+            return batch is not None and harness.store.count_sessions(batch.batch_id) == SESSIONS
+
+        harness.statuses.wait(lambda _: all_stored(), 120, "the sessions to be stored in the open batch")
+        create = CreateTask(fine_tuning_method="Tiny Method", idempotency_key="release-me")
+        harness.send(topics.commands.name, create, "release-me")
+
+        final = harness.final_status(lambda s: s.idempotency_key == "release-me")
+        assert final.status == TaskState.done, final.detail
+        batch = harness.store.get_batch(final.batch_id)
+        assert batch.close_reason == "release" and batch.session_count == SESSIONS
+        worker.assert_alive()
+    finally:
+        harness.close()
+        worker.stop()
