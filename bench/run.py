@@ -14,6 +14,7 @@ import time
 
 BENCHES: list[str] = [
     "bench.ingest:bench_ingest",
+    "bench.train:bench_train",
 ]
 
 

@@ -17,7 +17,10 @@ ENV_PREFIX = "ES_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        # An empty ES_* variable (compose's `${X:-}`) means unset, not "".
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True,
+    )
 
     # --- where things live -------------------------------------------------------------------
     data_dir: Path = Field(Path(".es"), description="Working directory of the embedded runtime (store, MLflow, logs).")

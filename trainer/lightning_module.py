@@ -35,6 +35,10 @@ class ValidationRecord:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _can_fuse(named: list[tuple[str, torch.Tensor]]) -> bool:
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for _, p in named)
+
+
 def _no_decay(name: str) -> bool:
     # Decaying biases and LayerNorm scales towards zero only hurts; the usual transformer practice.
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or ".norm" in name
@@ -108,7 +112,8 @@ class FineTuningModule(L.LightningModule):
                 {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": weight_decay},
                 {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
             ]
-            optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+            # The fused kernel: the default per-tensor loop costs about a third of a CPU step.
+            optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=_can_fuse(named))
             optimizers.append(optimizer)
             schedulers.append(
                 {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor), "interval": "step"}
