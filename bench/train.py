@@ -32,10 +32,6 @@ Figures:
   window);
 - ``st_trainer_pairs_per_s``: the same for sentence-transformers' trainer;
 - ``train_speedup``: the first divided by the second (> 1: ours is faster);
-- ``train_fused_adamw_pairs_per_s`` / ``train_fused_adamw_speedup``: ours again with the optimizer
-  step sentence-transformers' trainer uses, a fused AdamW (see ``_fused_adamw``): what building
-  ``torch.optim.AdamW(..., fused=True)`` in ``FineTuningModule.configure_optimizers`` would give
-  (``--no-fused-variant`` skips it);
 - ``train_texts_per_step`` / ``st_trainer_texts_per_step``: texts through the transformer per step
   (ours encodes each distinct query, positive and negative of a batch once; MNRL encodes its three
   columns in full), the work behind the rates;
@@ -81,7 +77,6 @@ def bench_train(
     steps: int = DEFAULT_STEPS,
     device: str | None = None,
     repeats: int = REPEATS,
-    fused_variant: bool = True,
     threads: int | None = None,
     batch_size: int = BATCH_SIZE,
     held_out_sessions: int = HELD_OUT_SESSIONS,
@@ -103,13 +98,9 @@ def bench_train(
         yield "train_threads", torch.get_num_threads()
 
         ours: list[Timed] = []
-        fused: list[Timed] = []
         theirs: list[Timed] = []
         for repeat in range(repeats):  # alternated, so that a slow spell of the machine hits all
             ours.append(_time_ours(model_path, data, device, workdir / f"ours{repeat}"))
-            if fused_variant:
-                with _fused_adamw():
-                    fused.append(_time_ours(model_path, data, device, workdir / f"fused{repeat}"))
             theirs.append(_time_sentence_transformers(model_path, data, device, workdir / f"st{repeat}"))
         best, best_theirs = _best(ours), _best(theirs)
         yield "train_wall_s", best.wall_s
@@ -119,39 +110,11 @@ def bench_train(
         yield "st_trainer_texts_per_step", best_theirs.texts_per_step
         yield "st_trainer_pairs_per_s", best_theirs.pairs_per_s
         yield "train_speedup", best.pairs_per_s / best_theirs.pairs_per_s
-        if fused:
-            yield "train_fused_adamw_pairs_per_s", _best(fused).pairs_per_s
-            yield "train_fused_adamw_speedup", _best(fused).pairs_per_s / best_theirs.pairs_per_s
 
 
 def _best(runs: list[Timed]) -> Timed:
     """The fastest run: the machine's other work only ever slows a run down."""
     return max(runs, key=lambda t: t.pairs_per_s)
-
-
-@contextmanager
-def _fused_adamw() -> Iterator[None]:
-    """Our engine with the fused AdamW step that sentence-transformers' trainer uses (transformers'
-    default ``adamw_torch_fused``): ``torch.optim.AdamW`` built with ``fused=True`` while it trains.
-
-    The one difference the profile shows between the two engines' steps: ``FineTuningModule``
-    builds ``torch.optim.AdamW`` without ``fused``/``foreach``, and on CPU that is the
-    single-tensor loop, a dozen passes over every weight each step.
-    """
-    import torch
-
-    plain = torch.optim.AdamW
-
-    class FusedAdamW(plain):
-        def __init__(self, params, *args, **kwargs):
-            kwargs.setdefault("fused", True)
-            super().__init__(params, *args, **kwargs)
-
-    torch.optim.AdamW = FusedAdamW
-    try:
-        yield
-    finally:
-        torch.optim.AdamW = plain
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -453,13 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of each engine")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="runs of each engine, alternated; the best counts")
-    parser.add_argument("--no-fused-variant", dest="fused_variant", action="store_false",
-                        help="skip the run of ours with a fused AdamW")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: one per core; 1 is steadier on a busy machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name, value in bench_train(args.model, args.steps, args.device, args.repeats, args.fused_variant, args.threads):
+    for name, value in bench_train(args.model, args.steps, args.device, args.repeats, args.threads):
         print(f"{name}: {_format(value)}", flush=True)
     return 0
 
