@@ -143,17 +143,3 @@ def test_the_broker_command_prints_its_address_and_stops_on_ctrl_c(tmp_path: Pat
     finally:
         command.kill()
     assert _refuses_connections(bootstrap)
-
-
-def test_the_demo_sends_sessions_and_sees_them_arrive(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from embedding_studio.cli import main
-
-    monkeypatch.setenv("ES_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("ES_KAFKA_BOOTSTRAP", raising=False)
-
-    assert main(["demo", "--sessions", "5"]) == 0
-
-    out = capsys.readouterr().out
-    assert "split sessions: 0; sessions off the partition Faust expects: 0" in out
