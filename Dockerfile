@@ -24,7 +24,7 @@ COPY plugins plugins
 RUN pip install . "psycopg2-binary==2.9.13" \
     && python -c "import torch; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}', torch.__version__"
 
-ENV ES_PLUGINS_PATH=/app/plugins ES_DATA_DIR=/data
+ENV ES_DATA_DIR=/data
 VOLUME /data
 ENTRYPOINT ["embedding-studio"]
 CMD ["--help"]

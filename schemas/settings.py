@@ -6,9 +6,10 @@ This is the one place settings are defined; README's configuration table is gene
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TopicRegistry
@@ -35,7 +36,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking server. Unset: an embedded MLflow server is started."
     )
-    plugins_path: Path = Field(Path("plugins"), description="Folder whose *.py files define fine-tuning methods.")
+    plugins_path: str | None = Field(
+        None, description="Extra folders of fine-tuning methods (their *.py files), separated by `:` or commas; "
+        "a folder that does not exist stops start-up. The default method ships inside the package.",
+    )
 
     # --- topics --------------------------------------------------------------------------------
     topic_prefix: str = Field("es", description="Prefix of every topic name.")
@@ -98,6 +102,16 @@ class Settings(BaseSettings):
     cassandra_local_dc: str | None = Field(None, description="Local data centre for the driver's load balancing.")
 
     log_level: str = Field("INFO", description="Logging level of every process.")
+
+    @field_validator("plugins_path", mode="before")
+    @classmethod
+    def _paths_as_text(cls, value: object) -> object:
+        # Code passes a Path or a list of them; the environment passes one string.
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return os.pathsep.join(str(item) for item in value)
+        return value
 
     def topics(self) -> TopicRegistry:
         return TopicRegistry(prefix=self.topic_prefix, clickstream_partitions=self.clickstream_partitions)

@@ -1,5 +1,17 @@
-"""Discovery of fine-tuning methods: every ``*.py`` in the plugins folder is imported on its own; a
-file that fails to import, or defines a method badly, is reported by name and the others still load."""
+"""Discovery of fine-tuning methods.
+
+Methods come from two places:
+
+- installed packages, through the ``embedding_studio.fine_tuning_methods`` entry-point group (this
+  project registers *Default Fine Tuning Method* there, so an installed wheel always has a working
+  default, whatever the working directory);
+- the folders of ``ES_PLUGINS_PATH`` (several, separated by ``os.pathsep`` or commas), where every
+  ``*.py`` file is imported on its own.
+
+A file that fails to import, or defines a method badly, is reported by its file name and the others
+still load. A folder that does not exist is a configuration error: ``check_plugin_folders`` names it
+at start-up, and a task asking for an unknown method names it too.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +19,38 @@ import hashlib
 import importlib.util
 import inspect
 import logging
+import os
+import re
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from trainer.plugins import FineTuningMethod, PluginMeta
 
 log = logging.getLogger(__name__)
 
+ENTRY_POINT_GROUP = "embedding_studio.fine_tuning_methods"
+
+PluginPath = str | Path | Sequence[str | Path] | None
+
 
 class UnknownMethod(LookupError):
     pass
 
 
+class PluginPathError(ValueError):
+    """``ES_PLUGINS_PATH`` names a folder that does not exist (or is not a folder)."""
+
+
 @dataclass
 class PluginRegistry:
     methods: dict[str, type[FineTuningMethod]] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)  # file name -> what went wrong
+    errors: dict[str, str] = field(default_factory=dict)  # plugin file (or entry point) -> what went wrong
+    missing_folders: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # method name -> where it was found
 
     def get(self, name: str) -> type[FineTuningMethod]:
         try:
@@ -32,30 +58,93 @@ class PluginRegistry:
         except KeyError:
             known = ", ".join(sorted(self.methods)) or "none"
             broken = f"; plugin files that failed to load: {', '.join(sorted(self.errors))}" if self.errors else ""
-            raise UnknownMethod(f"unknown fine-tuning method {name!r} (known: {known}{broken})") from None
+            missing = (f"; ES_PLUGINS_PATH folders that do not exist: {', '.join(self.missing_folders)}"
+                       if self.missing_folders else "")
+            raise UnknownMethod(f"unknown fine-tuning method {name!r} (known: {known}{broken}{missing})") from None
+
+    def _add(self, method: type[FineTuningMethod], source: str) -> None:
+        name = method.meta.name
+        if self.methods.get(name) is method:
+            return  # the same class reached twice (one distribution seen through two paths)
+        if name in self.methods:
+            raise TypeError(f"method name {name!r} is already defined by {self.sources[name]}")
+        self.methods[name] = method
+        self.sources[name] = source
 
 
-def discover_plugins(directory: Path) -> PluginRegistry:
+def plugin_folders(value: PluginPath) -> list[Path]:
+    """The folders of an ``ES_PLUGINS_PATH`` value: a string of paths separated by ``os.pathsep`` or
+    commas, a path, or a list of them; empty parts are ignored."""
+    if value is None:
+        return []
+    if isinstance(value, (str, Path)):
+        parts = re.split(f"[{re.escape(os.pathsep)},]", str(value))
+    else:
+        parts = [str(item) for item in value]
+    return [Path(part.strip()).expanduser() for part in parts if part.strip()]
+
+
+def check_plugin_folders(value: PluginPath) -> list[Path]:
+    """The folders, resolved; raises PluginPathError naming every one that is not an existing folder."""
+    folders = plugin_folders(value)
+    bad = [folder for folder in folders if not folder.is_dir()]
+    if bad:
+        described = ", ".join(f"{folder.resolve()} ({'not a folder' if folder.exists() else 'does not exist'})"
+                              for folder in bad)
+        raise PluginPathError(f"ES_PLUGINS_PATH: {described}")
+    return [folder.resolve() for folder in folders]
+
+
+def discover_plugins(folders: PluginPath = None, *, packaged: bool = True) -> PluginRegistry:
+    """Every method: the installed ones (entry points) first, then each folder's files in order."""
     registry = PluginRegistry()
-    if not directory.is_dir():
-        registry.errors[str(directory)] = "plugins folder does not exist"
-        return registry
-    for path in sorted(directory.glob("*.py")):
-        if path.name.startswith("_"):
+    packaged_files: set[Path] = set()
+    if packaged:
+        packaged_files = _load_entry_points(registry)
+    for folder in plugin_folders(folders):
+        if not folder.is_dir():
+            registry.missing_folders.append(str(folder.resolve()))
             continue
-        try:
-            found = _load_file(path)
-        except BaseException as error:  # a plugin may raise anything at import, even SystemExit
-            registry.errors[path.name] = _one_line(error)
-            log.error("plugin file %s failed to load: %s", path.name, registry.errors[path.name])
-            continue
-        for method in found:
-            name = method.meta.name
-            if name in registry.methods:
-                registry.errors[path.name] = f"method name {name!r} is already defined by another plugin"
-                continue
-            registry.methods[name] = method
+        for path in sorted(folder.glob("*.py")):
+            if path.name.startswith("_") or path.resolve() in packaged_files:
+                continue  # a packaged method's own file (ES_PLUGINS_PATH=plugins in the repository)
+            _load_path(registry, path)
     return registry
+
+
+def _load_entry_points(registry: PluginRegistry) -> set[Path]:
+    files = set()
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        label = f"entry point {point.name} ({point.value})"
+        try:
+            method = point.load()
+            if not (inspect.isclass(method) and issubclass(method, FineTuningMethod)):
+                raise TypeError(f"{point.value} is not a FineTuningMethod subclass")
+            _check_meta(method)
+            registry._add(method, label)
+            module_file = getattr(sys.modules.get(method.__module__), "__file__", None)
+            if module_file:
+                files.add(Path(module_file).resolve())
+        except BaseException as error:  # an installed plugin may raise anything at import
+            registry.errors[label] = _one_line(error)
+            log.error("%s failed to load: %s", label, registry.errors[label])
+    return files
+
+
+def _load_path(registry: PluginRegistry, path: Path) -> None:
+    # Reported by file name; the full path only when two folders hold files of the same name.
+    label = path.name if path.name not in registry.errors else str(path)
+    try:
+        found = _load_file(path)
+    except BaseException as error:  # a plugin may raise anything at import, even SystemExit
+        registry.errors[label] = _one_line(error)
+        log.error("plugin file %s failed to load: %s", path, registry.errors[label])
+        return
+    for method in found:
+        try:
+            registry._add(method, str(path))
+        except TypeError as error:
+            registry.errors[label] = str(error)
 
 
 def _load_file(path: Path) -> list[type[FineTuningMethod]]:
@@ -77,10 +166,14 @@ def _load_file(path: Path) -> list[type[FineTuningMethod]]:
             continue
         if inspect.isabstract(candidate):
             continue
-        if not isinstance(getattr(candidate, "meta", None), PluginMeta):
-            raise TypeError(f"{candidate.__name__} has no `meta = PluginMeta(name, version, description)`")
+        _check_meta(candidate)
         methods.append(candidate)
     return methods
+
+
+def _check_meta(method: type) -> None:
+    if not isinstance(getattr(method, "meta", None), PluginMeta):
+        raise TypeError(f"{method.__name__} has no `meta = PluginMeta(name, version, description)`")
 
 
 def _one_line(error: BaseException) -> str:

@@ -132,14 +132,10 @@ def _minilm() -> Path:
 def _demo_settings(data_dir: Path, model_dir: Path, args: argparse.Namespace) -> Settings:
     from schemas.settings import Settings
 
-    settings = Settings()
-    plugins = settings.plugins_path
-    if not plugins.is_dir():  # run from another folder: the plugins shipped next to the package
-        plugins = Path(__file__).resolve().parents[2] / "plugins"
+    settings = Settings()  # the default method ships inside the package: no plugins folder needed
     return settings.model_copy(update={
         "data_dir": data_dir,
         "store_url": None,  # a fresh SQLite store under the demo's folder
-        "plugins_path": plugins,
         "base_model": str(model_dir),
         "items_url": None,  # item texts travel with the results, as meta["text"]
         "batch_max_sessions": args.sessions,

@@ -30,9 +30,13 @@ def _run(args: argparse.Namespace) -> int:
     from schemas.settings import Settings
     from session_store import redact_url
     from trainer.app import TrainerConfigError, build_trainer
-    from trainer.plugin_loader import discover_plugins
+    from trainer.plugin_loader import PluginPathError, check_plugin_folders, discover_plugins
 
     settings = Settings()
+    try:
+        check_plugin_folders(settings.plugins_path)
+    except PluginPathError as error:
+        raise SystemExit(f"trainer: {error}") from None
     try:
         trainer = build_trainer(settings, training_overrides={"progress_bar": args.progress})
     except TrainerConfigError as error:

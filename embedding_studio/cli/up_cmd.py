@@ -28,6 +28,12 @@ def _run(args: argparse.Namespace) -> int:
     from schemas.settings import Settings
     from session_store import redact_url
 
+    from trainer.plugin_loader import PluginPathError, check_plugin_folders
+
+    try:
+        check_plugin_folders(Settings().plugins_path)
+    except PluginPathError as error:
+        raise SystemExit(f"up: {error}") from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with EmbeddedSystem(Settings(), workers=args.workers, trainer=not args.no_trainer,

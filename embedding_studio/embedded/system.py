@@ -125,7 +125,10 @@ class EmbeddedSystem:
 
     def start(self) -> Self:
         from session_store import open_store
+        from trainer.plugin_loader import check_plugin_folders
 
+        if self.with_trainer:  # before anything starts: a wrong ES_PLUGINS_PATH is a start-up error
+            check_plugin_folders(self.requested.plugins_path)
         runtime = self.runtime.start()
         try:
             data_dir = Path(self.requested.data_dir).resolve()
