@@ -94,6 +94,18 @@ class Settings(BaseSettings):
     train_batch_size: int = Field(16, ge=1, description="Training triples (query, positive, negatives) per step.")
     train_test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of a batch's sessions held out for evaluation.")
 
+    # --- index and search ----------------------------------------------------------------------
+    milvus_uri: str | None = Field(
+        None, description="Milvus server of the vector index (`http://host:19530`), or a Milvus Lite path; when "
+        "set, the index tests run against it too. Unset: Milvus Lite under the data dir (`up` serves it to its "
+        "processes on a free port).",
+    )
+    milvus_token: str | None = Field(None, description="Milvus credentials (`user:password` or an API key).")
+    index_name: str = Field("es_items", description="Alias of the served index version; versions are `<name>__vNNNNN`.")
+    index_batch_size: int = Field(256, ge=1, description="Items embedded and written per step of an index refresh.")
+    search_host: str = Field("127.0.0.1", description="Address the search endpoint listens on.")
+    search_port: int = Field(8765, ge=0, le=65535, description="Port of the search endpoint (0: a free one).")
+
     # --- Cassandra (contract tests and cassandra:// store) -------------------------------------
     cassandra_contact_points: str | None = Field(
         None, description="Comma-separated Cassandra hosts; when set, the Cassandra store tests run against it."

@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.stores",
     "tests.fixtures.services",
     "tests.fixtures.trainer",
+    "tests.fixtures.index",
 ]
