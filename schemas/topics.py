@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from schemas.base import Contract
 from schemas.batches import BatchClosed
+from schemas.index import IndexReady, ItemUpsert
 from schemas.models import ModelReady
 from schemas.tasks import TaskStatus
 
@@ -96,10 +97,25 @@ class TopicRegistry:
             "A fine-tuned model better than its starting point is stored and loadable.",
         )
 
+    @property
+    def index_ready(self) -> TopicSpec:
+        return TopicSpec(
+            self._name("index.ready"), "index_name", 1, IndexReady.__name__,
+            "A refreshed index version is complete and served (model URI, version, items, seconds).",
+        )
+
+    @property
+    def item_upserts(self) -> TopicSpec:
+        return TopicSpec(
+            self._name("items.upserts"), "object_id", 1, ItemUpsert.__name__,
+            "Items added, changed or deleted between refreshes; the indexer embeds them into the served version.",
+        )
+
     def all(self) -> list[TopicSpec]:
         return [
             self.clickstream, self.clickstream_dlq, self.clickstream_late, self.sessions,
             self.commands, self.commands_dlq, self.batches, self.task_status, self.model_ready,
+            self.index_ready, self.item_upserts,
         ]
 
 
@@ -113,5 +129,5 @@ def contract_types() -> list[type[Contract]]:
 
     return [
         *CLICKSTREAM_EVENT_TYPES, *TASK_COMMAND_TYPES, TaskStatus, _BatchClosed, ModelReady,
-        StoredSession, BatchRecord, DeadLetter,
+        StoredSession, BatchRecord, DeadLetter, IndexReady, ItemUpsert,
     ]

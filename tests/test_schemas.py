@@ -53,6 +53,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                    "source_offset": 12, "failed_at": NOW, "key": "s1", "value": "{"},
     "OpenSession": {"session_id": "s1", "partition": 3, "first_event_at": NOW, "last_event_at": NOW,
                     "last_seen_at": NOW},
+    "IndexReady": {"index_name": "es_items", "version": 2, "collection": "es_items__v00002",
+                   "model_uri": "runs:/r/model", "item_count": 120, "seconds": 3.5},
+    "ItemUpsert": {"object_id": "item-7", "text": "a waterproof jacket"},
 }
 
 CONTRACTS: dict[str, type[Contract]] = {

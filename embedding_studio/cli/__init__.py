@@ -26,6 +26,10 @@ SUBCOMMANDS: tuple[str, ...] = (
     "embed",
     "tasks",
     "replay",
+    "indexer",
+    "index",
+    "search",
+    "serve",
 )
 
 

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Self
 
 from embedding_studio.embedded.mlflow_server import MlflowServer
+from embedding_studio.embedded.ports import free_port
 from embedding_studio.embedded.runtime import EmbeddedRuntime
 from schemas.settings import Settings
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The ES_* variables that reproduce ``settings`` in another process."""
-    env = {}
+    env = {"PYTHONUNBUFFERED": "1"}  # their logs reach the files as they happen
     for name, value in settings.model_dump().items():
         if value is None:
             continue
@@ -39,12 +40,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """``embedding-studio worker`` in a process of its own; its output goes to a log file."""
+    """``embedding-studio worker`` (or another subcommand: ``command``) in a process of its own; its
+    output goes to a log file."""
 
-    def __init__(self, settings: Settings, log_path: Path, name: str = "worker"):
+    def __init__(self, settings: Settings, log_path: Path, name: str = "worker",
+                 command: tuple[str, ...] = ("worker", "--no-topics")):
         self.settings = settings
         self.log_path = log_path
         self.name = name
+        self.command = command
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Self:
@@ -54,7 +58,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as sink:
             self.process = subprocess.Popen(
-                [*command, "worker", "--no-topics"], env={**os.environ, **settings_env(self.settings)},
+                [*command, *self.command], env={**os.environ, **settings_env(self.settings)},
                 stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         return self
@@ -112,10 +116,15 @@ class EmbeddedSystem:
     """
 
     def __init__(self, settings: Settings, *, workers: int = 1, trainer: bool = True,
-                 training_overrides: dict | None = None):
+                 training_overrides: dict | None = None, indexer: bool = True, search: bool = True):
         self.requested = settings
         self.workers = workers
         self.with_trainer = trainer
+        self.with_indexer = indexer
+        self.with_search = search
+        self.milvus = None
+        self.indexer: WorkerProcess | None = None
+        self.search: WorkerProcess | None = None
         self.training_overrides = training_overrides
         self.runtime = EmbeddedRuntime(settings)
         self.settings: Settings = settings
@@ -137,15 +146,30 @@ class EmbeddedSystem:
             if not tracking_uri:
                 self.mlflow = runtime.enter(MlflowServer(data_dir / "mlflow"))
                 tracking_uri = self.mlflow.uri
+            milvus_uri = self.requested.milvus_uri
+            if not milvus_uri and (self.with_indexer or self.with_search):
+                # Milvus Lite opens its folder in one process only: served to every process of ours.
+                from embedding_studio.embedded.milvus_server import MilvusLiteServer
+
+                self.milvus = runtime.enter(MilvusLiteServer(data_dir / "index" / "milvus.db",
+                                                             runtime.logs_dir / "milvus.log"))
+                milvus_uri = self.milvus.uri
             self.settings = self.requested.model_copy(update={
                 "kafka_bootstrap": runtime.bootstrap, "mlflow_tracking_uri": tracking_uri, "data_dir": data_dir,
-                "store_url": self.requested.resolved_store_url(),
+                "store_url": self.requested.resolved_store_url(), "milvus_uri": milvus_uri,
+                "search_port": self.requested.search_port or free_port(),
             })
             with open_store(self.settings.resolved_store_url()) as store:
                 store.init_schema()
             for number in range(self.workers):
                 worker = WorkerProcess(self.settings, runtime.logs_dir / f"worker-{number}.log", f"worker {number}")
                 self.worker_processes.append(runtime.enter(worker))
+            if self.with_indexer:
+                self.indexer = runtime.enter(WorkerProcess(self.settings, runtime.logs_dir / "indexer.log", "indexer",
+                                                           ("indexer", "--no-topics")))
+            if self.with_search:
+                self.search = runtime.enter(WorkerProcess(self.settings, runtime.logs_dir / "search.log",
+                                                          "search endpoint", ("serve",)))
             if self.with_trainer:
                 self.trainer = runtime.enter(TrainerThread(self.settings, self.training_overrides))
         except BaseException:
@@ -158,12 +182,17 @@ class EmbeddedSystem:
         return self.runtime.bootstrap
 
     @property
+    def search_url(self) -> str | None:
+        return f"http://{self.settings.search_host}:{self.settings.search_port}" if self.search else None
+
+    @property
     def logs_dir(self) -> Path:
         return self.runtime.logs_dir
 
     def problems(self) -> list[str]:
         """Parts that died: a supervisor loop reports these instead of waiting forever."""
-        found = [f"{w.name} exited (see {w.log_path})" for w in self.worker_processes if not w.alive()]
+        parts = [*self.worker_processes, *(p for p in (self.indexer, self.search) if p is not None)]
+        found = [f"{w.name} exited (see {w.log_path})" for w in parts if not w.alive()]
         if self.trainer is not None and not self.trainer.alive():
             found.append(f"the trainer stopped: {self.trainer.error!r}")
         return found
@@ -171,6 +200,7 @@ class EmbeddedSystem:
     def stop(self) -> None:
         self.runtime.stop()
         self.worker_processes.clear()
+        self.indexer = self.search = self.milvus = None
         self.trainer = None
         self.mlflow = None
 

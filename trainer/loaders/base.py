@@ -22,6 +22,11 @@ class ItemLoader(ABC):
     def load(self, object_ids: list[str]) -> dict[str, str]:
         """Texts of the ids that exist; ids that do not exist are simply absent."""
 
+    def list_ids(self) -> Iterable[str] | None:
+        """Every item id the source holds, for indexing a whole catalog; None when the source cannot
+        list its items (then an index refresh re-embeds the items the index already holds)."""
+        return None
+
     def load_all(self, object_ids: Iterable[str]) -> dict[str, str]:
         """Load every id in batches; raise ItemsNotFound naming any that are missing."""
         wanted = list(dict.fromkeys(object_ids))

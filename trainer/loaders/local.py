@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +24,15 @@ class LocalFileLoader(ItemLoader):
                 found[object_id] = path.read_text(encoding="utf-8")
         return found
 
+    def list_ids(self) -> list[str]:
+        head, tail = self.path_template.split("{object_id}", 1)
+        folder, prefix = os.path.split(head)  # "dir/item-" -> ("dir", "item-")
+        if "/" in tail or not Path(folder or ".").is_dir():
+            return []
+        names = (p.name for p in Path(folder or ".").iterdir() if p.is_file())
+        return sorted(name[len(prefix):len(name) - len(tail)] for name in names
+                      if name.startswith(prefix) and name.endswith(tail) and len(name) > len(prefix) + len(tail))
+
 
 class JsonlCatalogLoader(ItemLoader):
     """A catalog file of ``{"id": ..., "text": ...}`` lines (``title`` is prepended when present,
@@ -35,6 +45,9 @@ class JsonlCatalogLoader(ItemLoader):
     def load(self, object_ids: list[str]) -> dict[str, str]:
         texts = self._catalog()
         return {object_id: texts[object_id] for object_id in object_ids if object_id in texts}
+
+    def list_ids(self) -> list[str]:
+        return list(self._catalog())
 
     def _catalog(self) -> dict[str, str]:
         if self._texts is None:
@@ -57,3 +70,6 @@ class InlineTextLoader(ItemLoader):
 
     def load(self, object_ids: list[str]) -> dict[str, str]:
         return {object_id: self._texts[object_id] for object_id in object_ids if object_id in self._texts}
+
+    def list_ids(self) -> list[str]:
+        return list(self._texts)

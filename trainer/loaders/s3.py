@@ -58,6 +58,17 @@ class S3ItemLoader(ItemLoader):
             texts = pool.map(self._get, object_ids)
         return {object_id: text for object_id, text in zip(object_ids, texts) if text is not None}
 
+    def list_ids(self) -> list[str]:
+        head, tail = self.key_template.split("{object_id}", 1)
+        ids = []
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=head):
+            for entry in page.get("Contents", []):
+                key = entry["Key"]
+                middle = key[len(head):len(key) - len(tail) if tail else None]
+                if key.endswith(tail) and middle and "/" not in middle:
+                    ids.append(middle)
+        return ids
+
     def _get(self, object_id: str) -> str | None:
         key = self.key_template.format(object_id=object_id)
         try:
