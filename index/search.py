@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from index.base import NoServedVersion, SearchAnswer, VectorIndex
+from index.base import IndexVersion, NoServedVersion, SearchAnswer, VectorIndex
 from index.models import embedder, encode
 
 
@@ -14,10 +14,11 @@ class SearchService:
     index: VectorIndex
     tracking_uri: str | None = None
 
-    def search(self, query: str, k: int = 10) -> SearchAnswer:
+    def search(self, query: str, k: int = 10, version: IndexVersion | None = None) -> SearchAnswer:
+        """From the served version, or from ``version`` (an older one kept for rollback, say)."""
         if k < 1:
             raise ValueError("k must be at least 1")
-        served = self.index.served()
+        served = version or self.index.served()
         if served is None:
             raise NoServedVersion("no index version is served yet: it appears after the first refresh")
         model = embedder(served.model_uri, self.tracking_uri, "query")

@@ -106,6 +106,14 @@ class TrainerThread:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(timeout=120)
+        if not self.thread.is_alive():
+            # Release the trainer's Kafka producer now: one that outlives the broker (stopped right
+            # after) fills the terminal with librdkafka "Connection refused" lines until exit.
+            import gc
+
+            self.trainer.publisher.flush(10)
+            self.trainer = None
+            gc.collect()
 
 
 class EmbeddedSystem:
