@@ -15,6 +15,7 @@ import time
 BENCHES: list[str] = [
     "bench.ingest:bench_ingest",
     "bench.train:bench_train",
+    "bench.index:bench_index",
 ]
 
 

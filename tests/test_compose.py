@@ -126,6 +126,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_the_compose_file_parses_and_holds_every_part_of_the_system():
     assert set(SERVICES) >= {
         "kafka", "cassandra", "minio", "minio-buckets", "mlflow-db", "mlflow", "init", "stream-worker", "trainer",
+        "milvus", "milvus-etcd", "milvus-minio", "indexer", "search",
     }
     declared_volumes = set(COMPOSE.get("volumes") or {})
     for name, service in SERVICES.items():
@@ -156,6 +157,7 @@ def test_our_image_runs_the_cli_and_every_service_of_ours_runs_a_real_subcommand
         commands[name] = command[0]
     assert set(commands.values()) >= {"init", "worker", "trainer"}
     assert commands["init"] == "init" and commands["stream-worker"] == "worker" and commands["trainer"] == "trainer"
+    assert commands["indexer"] == "indexer" and commands["search"] == "serve"
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -346,3 +348,37 @@ def test_the_dockerfile_installs_torch_before_the_project():
     assert torch_install < first_copy
     args = {a.split("=", 1)[0]: a.split("=", 1)[1] for instruction, a in instructions if instruction == "ARG" and "=" in a}
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["TORCH_VERSION"])
+
+
+# --- the index ----------------------------------------------------------------------------------
+
+
+def test_milvus_standalone_runs_on_its_etcd_and_minio_and_our_index_services_point_at_it():
+    milvus = SERVICES["milvus"]
+    assert milvus["image"].startswith("milvusdb/milvus:v2.") and argv(milvus["command"]) == ["milvus", "run", "standalone"]
+    env = environment(milvus)
+    etcd_host, etcd_port = host_port(env["ETCD_ENDPOINTS"])
+    minio_host, minio_port = host_port(env["MINIO_ADDRESS"])
+    assert SERVICES[etcd_host]["image"].startswith("quay.io/coreos/etcd:") and etcd_port == 2379
+    assert f"-advertise-client-urls=http://{etcd_host}:2379" in argv(SERVICES[etcd_host]["command"])
+    assert SERVICES[minio_host]["image"].startswith("minio/minio") and minio_port == 9000
+    # Milvus' own MinIO runs on the credentials Milvus uses when none are configured.
+    minio_env = environment(SERVICES[minio_host])
+    assert (minio_env["MINIO_ROOT_USER"], minio_env["MINIO_ROOT_PASSWORD"]) == ("minioadmin", "minioadmin")
+    assert {etcd_host, minio_host} <= set(milvus["depends_on"])
+    assert "healthcheck" in milvus
+
+    for name in ("indexer", "search", "trainer", "stream-worker"):
+        uri = urlparse(environment(SERVICES[name])["ES_MILVUS_URI"])
+        assert (uri.hostname, uri.port) == ("milvus", 19530), name
+    for name in ("indexer", "search"):
+        assert SERVICES[name]["depends_on"]["milvus"]["condition"] == "service_healthy", name
+        assert SERVICES[name]["depends_on"]["init"]["condition"] == "service_completed_successfully", name
+
+
+def test_the_search_endpoint_listens_on_all_interfaces_on_its_published_port():
+    search = SERVICES["search"]
+    env = environment(search)
+    assert env["ES_SEARCH_HOST"] == "0.0.0.0"
+    published = {str(p).split(":")[-1] for p in search["ports"]}
+    assert env["ES_SEARCH_PORT"] in published
