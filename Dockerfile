@@ -20,6 +20,7 @@ COPY stream_processors stream_processors
 COPY trainer trainer
 COPY embedding_studio embedding_studio
 COPY plugins plugins
+COPY index index
 # psycopg2: the PostgreSQL driver of the MLflow server (backend store) that runs from this image.
 RUN pip install . "psycopg2-binary==2.9.13" \
     && python -c "import torch; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}', torch.__version__"

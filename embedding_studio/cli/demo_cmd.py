@@ -272,7 +272,7 @@ def _status_printer():
         if progress.trials:
             where += f", trial {progress.trial}/{progress.trials}"
         if progress.epochs and progress.stage.startswith("train"):
-            where += f", epoch {progress.epoch + 1}/{progress.epochs} ({progress.fraction:.0%} of the task)"
+            where += f", epoch {progress.epoch + 1}/{progress.epochs}"
         print(f"  task {status.task_id[:8]}: {status.status.value} ({where})", flush=True)
 
     return show
