@@ -271,8 +271,8 @@ def _status_printer():
         where = progress.stage
         if progress.trials:
             where += f", trial {progress.trial}/{progress.trials}"
-        if progress.epochs and progress.stage.startswith("train"):
-            where += f", epoch {progress.epoch + 1}/{progress.epochs}"
+        if progress.epoch:  # 1-based once the trial's first step is done
+            where += f", epoch {progress.epoch}/{progress.epochs}"
         print(f"  task {status.task_id[:8]}: {status.status.value} ({where})", flush=True)
 
     return show
