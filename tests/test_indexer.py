@@ -248,5 +248,10 @@ def test_a_refresh_killed_midway_leaves_the_old_version_serving(tmp_path, milvus
         subprocess.run([*command, logged_models[0]], env=env, check=True, capture_output=True, timeout=300)
         assert index.served().model_uri == logged_models[0]
         assert leftover.version not in {v.version for v in index.versions()}  # pruned by the next refresh
+
+        rolled = subprocess.run([*command[:3], "index", "rollback"], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert rolled.returncode == 0 and f"v{before.version} served again" in rolled.stdout, rolled.stdout
+        assert index.served().version == before.version
     finally:
         index.close()
