@@ -1,10 +1,12 @@
-"""The whole system on one machine: broker, MLflow, stream workers and the trainer.
+"""The whole system on one machine: broker, MLflow, index, stream workers, trainer, indexer, search.
 
 Each part a setting leaves unset is started here: tansu without ``ES_KAFKA_BOOTSTRAP``, an MLflow
 server (SQLite backend, local artifacts) without ``ES_MLFLOW_TRACKING_URI``, a SQLite session store
-without ``ES_STORE_URL``. Stream workers run as processes of their own (Faust wants its own main
-thread and event loop), configured only through ES_* variables exactly as in production; the trainer
-runs on a thread of this process, so its progress bars show in this terminal.
+without ``ES_STORE_URL``, a Milvus Lite server over ``ES_DATA_DIR/index`` without ``ES_MILVUS_URI``.
+Stream workers, the indexer and the search endpoint run as processes of their own (Faust wants its
+own main thread and event loop; embedding the catalog should not slow the trainer's thread down),
+configured only through ES_* variables exactly as in production; the trainer runs on a thread of
+this process, so its progress bars show in this terminal.
 """
 
 from __future__ import annotations
