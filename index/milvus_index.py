@@ -30,7 +30,11 @@ class MilvusIndex(VectorIndex):
             raise ValueError(f"index name {name!r}: letters, digits and underscores, not starting with a digit")
         self.uri = uri
         self.name = name
-        self.client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s)
+        # No keepalive pings on an idle channel: gRPC servers on their defaults (Milvus Lite's) answer
+        # pymilvus' 10-second idle pings with GOAWAY "too_many_pings" and a screen of log lines.
+        self.client = MilvusClient(uri=uri, token=token or "", timeout=timeout_s,
+                                   grpc_options={"grpc.keepalive_time_ms": 60_000,
+                                                 "grpc.keepalive_permit_without_calls": False})
 
     # --- versions -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from index.base import IndexedItem, IndexVersion, VectorIndex
@@ -81,17 +82,25 @@ class IndexRefresher:
         version = self.index.create_version(model_uri, dimension, model_fingerprint)
         log.info("refreshing index into v%d with %s: %d items", version.version, model_uri, len(items))
         try:
-            # Longest texts together: padding per batch stays small (sentence-transformers sorts
-            # inside one encode call; sorting the whole catalog extends that across calls).
+            # Texts of similar length together: padding per batch stays small (sentence-transformers
+            # sorts inside one encode call; sorting the whole catalog extends that across calls). The
+            # write of one batch overlaps the embedding of the next.
             items.sort(key=lambda item: len(item[1]))
-            for start in range(0, len(items), self.batch_size):
-                if should_stop is not None and should_stop():
-                    raise RefreshStopped(f"stopped after {start} of {len(items)} items")
-                chunk = items[start:start + self.batch_size]
-                vectors = encode(model, [text for _, text in chunk])
-                self.index.upsert(version, [IndexedItem(i, t, v) for (i, t), v in zip(chunk, vectors)])
-                if self.on_progress is not None:
-                    self.on_progress(RefreshProgress(start + len(chunk), len(items), time.monotonic() - started))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer") as writer:
+                pending: Future | None = None
+                for start in range(0, len(items), self.batch_size):
+                    if should_stop is not None and should_stop():
+                        raise RefreshStopped(f"stopped after {start} of {len(items)} items")
+                    chunk = items[start:start + self.batch_size]
+                    vectors = encode(model, [text for _, text in chunk])
+                    if pending is not None:
+                        pending.result()
+                        self._report(start, len(items), started)
+                    pending = writer.submit(self.index.upsert, version,
+                                            [IndexedItem(i, t, v) for (i, t), v in zip(chunk, vectors)])
+                if pending is not None:
+                    pending.result()
+                    self._report(len(items), len(items), started)
             version = self.index.complete(version)
             if version.item_count != len(items):
                 raise RefreshFailed(f"v{version.version} holds {version.item_count} of {len(items)} items")
@@ -101,6 +110,10 @@ class IndexRefresher:
             raise
         self.index.prune(keep=[previous] if previous is not None else [])
         return RefreshResult(version, previous, time.monotonic() - started)
+
+    def _report(self, done: int, total: int, started: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress(RefreshProgress(done, total, time.monotonic() - started))
 
     def _discard(self, version: IndexVersion) -> None:
         try:
