@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
@@ -41,14 +42,18 @@ class SearchOut(BaseModel):
     results: list[ResultOut]
 
 
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class ClickIn(BaseModel):
-    session_id: str
-    object_id: str
-    event_id: str | None = Field(None, description="Idempotency: the same event id twice counts once.")
+    session_id: Id
+    object_id: Id
+    event_id: str | None = Field(None, min_length=1, max_length=256,
+                                 description="Idempotency: the same event id twice counts once.")
 
 
 class SessionIn(BaseModel):
-    session_id: str
+    session_id: Id
 
 
 class Accepted(BaseModel):
@@ -126,9 +131,14 @@ def create_app(index: VectorIndex, tracking_uri: str | None, producer=None) -> F
             item_count=served.item_count).model_dump()}
 
     def _send(event) -> None:
+        from schemas.base import ContractError
+
         if producer is None:
             raise HTTPException(501, "this endpoint runs without a clickstream producer (no ES_KAFKA_BOOTSTRAP)")
-        producer.send(event)
+        try:
+            producer.send(event)
+        except ContractError as error:  # the SDK's validation: a bad request, nothing sent
+            raise HTTPException(422, error.reason) from None
         producer.poll(0)
 
     return app

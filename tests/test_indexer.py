@@ -13,8 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
-import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 from confluent_kafka import Producer
 
 from embedding_studio.kafka_topics import ensure_topics
@@ -43,14 +43,16 @@ def write_catalog(path: Path, n: int) -> Path:
 
 @pytest.fixture(scope="module")
 def logged_models(tmp_path_factory, mlflow_uri) -> list[str]:
-    """Two tiny models with different weights, stored in MLflow as the trainer stores them."""
-    mlflow.set_tracking_uri(mlflow_uri)
-    mlflow.set_experiment(f"index-tests-{uuid.uuid4().hex[:6]}")
+    """Two tiny models with different weights, stored in MLflow as the trainer stores them (through a
+    client of its own: the fluent API's active experiment would leak into other tests)."""
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment(f"index-tests-{uuid.uuid4().hex[:6]}")
     uris = []
     for seed in (1, 2):
         folder = build_tiny_model(tmp_path_factory.mktemp(f"model{seed}") / "model", seed=seed)
-        with mlflow.start_run() as run:
-            mlflow.log_artifacts(str(folder), "model")
+        run = client.create_run(experiment)
+        client.log_artifacts(run.info.run_id, str(folder), "model")
+        client.set_terminated(run.info.run_id)
         uris.append(f"runs:/{run.info.run_id}/model")
     return uris
 

@@ -48,11 +48,13 @@ def test_a_search_names_its_version_and_its_clicks_reach_the_clickstream(served_
         clicked = body["results"][1]["object_id"]
         assert client.post("/click", json={"session_id": body["session_id"], "object_id": clicked}).status_code == 202
         schema = client.get("/openapi.json").json()
+        bad_click = client.post("/click", json={"session_id": "", "object_id": clicked})
         refused = client.get("/search", params={"q": ""})
 
     assert body["answered_by"]["version"] == 1 and body["answered_by"]["model_uri"] == settings.base_model
     assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4]
     assert {"/search", "/click"} <= set(schema["paths"]) and refused.status_code == 422
+    assert bad_click.status_code == 422 and "session_id" in bad_click.text
     events = [parse_clickstream_event(m.value()) for m in consume(settings.kafka_bootstrap,
                                                                   settings.topics().clickstream.name, 2)]
     search, click = sorted(events, key=lambda e: e.type != "search")
