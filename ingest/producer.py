@@ -124,14 +124,17 @@ class ClickstreamProducer:
         overridden = sorted(set(config or {}) & set(_PINNED))
         if overridden:
             raise ValueError(f"these producer settings are fixed by the clickstream contract: {overridden}")
-        self.topic = (registry or TopicRegistry()).clickstream.name
+        registry = registry or TopicRegistry()
+        self.topic = registry.clickstream.name
         self._on_delivery = on_delivery
         self._failures: list[DeliveryReport] = []
         self._fatal: KafkaError | None = None
         self.delivered = 0
         self.failed = 0
         self._producer: Producer | None = Producer(
-            {"bootstrap.servers": bootstrap, **_DEFAULTS, **(config or {}), **_PINNED, "error_cb": self._on_error}
+            # The topics' max.message.bytes, so that what the client accepts the broker accepts too.
+            {"bootstrap.servers": bootstrap, **_DEFAULTS, "message.max.bytes": registry.max_message_bytes,
+             **(config or {}), **_PINNED, "error_cb": self._on_error}
         )
 
     # --- sending ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class TaskEventPublisher:
             "acks": "all",
             "linger.ms": 5,
             "partitioner": "murmur2_random",
+            "message.max.bytes": topics.max_message_bytes,
             **(extra_config or {}),
         })
 
