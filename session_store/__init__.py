@@ -4,6 +4,7 @@
 """
 
 from session_store.base import (
+    BatchNotClosed,
     BatchNotFound,
     BatchNotOpen,
     ReleaseConflict,
@@ -13,6 +14,7 @@ from session_store.base import (
 from session_store.factory import SCHEMES, open_store, redact_url
 
 __all__ = [
+    "BatchNotClosed",
     "BatchNotFound",
     "BatchNotOpen",
     "ReleaseConflict",

@@ -31,6 +31,10 @@ class BatchNotOpen(RuntimeError):
     """A session was written to, or a close attempted on, a batch that is already closed."""
 
 
+class BatchNotClosed(RuntimeError):
+    """A batch still open was marked announced: only a closed batch has a BatchClosed."""
+
+
 class ReleaseConflict(ValueError):
     """A ``release_id`` that already closed one batch was given to close another.
 
@@ -101,6 +105,19 @@ class SessionStore(ABC):
     @abstractmethod
     def list_batches(self, status: BatchStatus | None = None, limit: int = 100) -> list[BatchRecord]:
         """Newest first."""
+
+    # --- announcements: whether a closed batch's BatchClosed was acknowledged -------------------
+    @abstractmethod
+    def mark_announced(self, batch_id: str, announced_at: datetime) -> bool:
+        """Record that the broker acknowledged this closed batch's BatchClosed (SQLite: one
+        transaction; Cassandra: an LWT on the batch row). True if this call marked it, False if it
+        was marked before. Raises BatchNotFound for an unknown batch, BatchNotClosed for a batch still
+        open."""
+
+    @abstractmethod
+    def list_unannounced(self, limit: int = 1000) -> list[BatchRecord]:
+        """Closed batches not marked announced, oldest close first: what a batcher taking over
+        must announce (exactly these, whatever the batches topic holds)."""
 
     # --- open sessions: the sessionizer's working state ----------------------------------------
     @abstractmethod

@@ -42,6 +42,7 @@ from schemas.sessions import (
     StoredSession,
 )
 from session_store.base import (
+    BatchNotClosed,
     BatchNotFound,
     BatchNotOpen,
     ReleaseConflict,
@@ -62,7 +63,7 @@ DEFAULT_KEYSPACE = "embedding_studio"
 # setting.
 SESSION_BUCKETS = 16
 OPEN_STATE_BUCKETS = 16
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATION_SCOPE = "session_store"
 _SINGLETON = "all"  # partition key of the tiny one-partition tables (days, current batch, partitions)
 _CONCURRENCY = 64
@@ -108,7 +109,13 @@ MIGRATIONS: dict[int, tuple[str, tuple[str, ...]]] = {
                 PRIMARY KEY ((scope), partition))""",
         ),
     ),
+    # Whether a closed batch's BatchClosed was acknowledged: a column of the LWT-managed row,
+    # set by LWT. (CQL has no ADD IF NOT EXISTS: init_schema treats "already exists" as done.)
+    2: ("batch announcements", ("ALTER TABLE batches ADD announced_us bigint",)),
 }
+# Closed batches a takeover looks at for missing announcements, newest first: a batch older than
+# the newest thousand closed ones was announced, or marked, long ago.
+UNANNOUNCED_SCAN = 1000
 
 TABLES = (
     "schema_migrations", "sessions_by_batch", "session_batch", "batches", "batch_by_release", "batch_days",
@@ -135,6 +142,8 @@ STATEMENTS: dict[str, str] = {
     "session_count = ? WHERE batch_id = ? IF status = 'open'",
     "batch": "SELECT batch_id, status, opened_us, closed_us, session_count, close_reason, release_id "
     "FROM batches WHERE batch_id = ?",
+    "mark_announced": "UPDATE batches SET announced_us = ? WHERE batch_id = ? IF status = 'closed' AND announced_us = null",
+    "batch_announced": "SELECT status, announced_us FROM batches WHERE batch_id = ?",
     "claim_release": "INSERT INTO batch_by_release (release_id, batch_id) VALUES (?, ?) IF NOT EXISTS",
     "release_batch": "SELECT batch_id FROM batch_by_release WHERE release_id = ?",
     # batch indexes (plain writes)
@@ -160,7 +169,7 @@ STATEMENTS: dict[str, str] = {
 
 # Reads of LWT-managed rows that decide something (may a session be written? is the batch
 # already closed?) go through Paxos too, so they see every committed or half-committed LWT.
-_SERIAL_READS = frozenset({"batch", "release_batch"})
+_SERIAL_READS = frozenset({"batch", "release_batch", "batch_announced"})
 
 
 @dataclass(frozen=True)
@@ -293,6 +302,8 @@ class CassandraSessionStore(SessionStore):
         else:
             replication = f"{{'class': 'SimpleStrategy', 'replication_factor': {self.url.replication_factor}}}"
         self.session.execute(f"CREATE KEYSPACE IF NOT EXISTS {self.url.keyspace} WITH replication = {replication}")
+        from cassandra import InvalidRequest
+
         self.session.set_keyspace(self.url.keyspace)
         self.session.execute(MIGRATIONS_TABLE)
         done = self._applied_versions()
@@ -301,7 +312,11 @@ class CassandraSessionStore(SessionStore):
                 continue
             description, statements = MIGRATIONS[version]
             for statement in statements:
-                self.session.execute(statement)  # the driver waits for schema agreement after DDL
+                try:
+                    self.session.execute(statement)  # the driver waits for schema agreement after DDL
+                except InvalidRequest as error:
+                    if "already exist" not in str(error) and "conflicts with an existing column" not in str(error):
+                        raise
             self.session.execute(
                 self.session.prepare(STATEMENTS["record_migration"]),
                 (_MIGRATION_SCOPE, version, datetime.now(timezone.utc), description),
@@ -480,6 +495,23 @@ class CassandraSessionStore(SessionStore):
             record = self.get_batch(batch_id)  # type: ignore[assignment]
         self._index_batch(record)
         return record
+
+    def mark_announced(self, batch_id: str, announced_at: datetime) -> bool:
+        result = self._execute("mark_announced", (to_micros(announced_at), batch_id))
+        if result.was_applied:
+            return True
+        row = result.one()  # the row as the failed condition found it (no row: unknown batch)
+        if row is None or getattr(row, "status", None) is None:
+            raise BatchNotFound(batch_id)
+        if row.status != BatchStatus.closed.value:
+            raise BatchNotClosed(f"batch {batch_id!r} is {row.status}")
+        return False
+
+    def list_unannounced(self, limit: int = 1000) -> list[BatchRecord]:
+        closed = self.list_batches(BatchStatus.closed, limit=UNANNOUNCED_SCAN)
+        marks = self._execute_many("batch_announced", [(b.batch_id,) for b in closed])
+        missing = [b for b, result in zip(closed, marks) if (row := result.one()) is not None and row.announced_us is None]
+        return sorted(missing, key=lambda b: (b.closed_at, b.batch_id))[:limit]
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         row = self._execute("batch", (batch_id,)).one()

@@ -30,11 +30,11 @@ from schemas.sessions import (
     OpenSession,
     StoredSession,
 )
-from session_store.base import BatchNotFound, BatchNotOpen, ReleaseConflict, SessionStore
+from session_store.base import BatchNotClosed, BatchNotFound, BatchNotOpen, ReleaseConflict, SessionStore
 from session_store.records import open_session, open_session_body, session_body, stored_session
 from session_store.timestamps import from_micros, to_micros
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates from the previous version; statements are idempotent so that a run cut
 # short can simply be repeated.
@@ -72,6 +72,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             ON open_sessions (partition, last_seen_us, session_id) WHERE closed_us IS NULL""",
         """CREATE INDEX IF NOT EXISTS open_sessions_tombstones
             ON open_sessions (closed_us) WHERE closed_us IS NOT NULL""",
+    ),
+    # Announcements live in the store, beside the close they follow (ALTER runs inside the same
+    # transaction as the user_version bump, so a cut-short run leaves version 1 and is repeated).
+    2: (
+        "ALTER TABLE batches ADD COLUMN announced_us INTEGER",
+        """CREATE INDEX IF NOT EXISTS batches_unannounced
+            ON batches (closed_us, batch_id) WHERE status = 'closed' AND announced_us IS NULL""",
     ),
 }
 
@@ -261,6 +268,30 @@ class SqliteSessionStore(SessionStore):
         rows = self._connection().execute(
             f"SELECT {_BATCH_COLUMNS} FROM batches {where} ORDER BY opened_us DESC, rowid DESC LIMIT ?",
             (*params, limit),
+        ).fetchall()
+        return [_batch_record(row) for row in rows]
+
+    def mark_announced(self, batch_id: str, announced_at: datetime) -> bool:
+        with self._write() as connection:
+            row = connection.execute(
+                "SELECT status, announced_us FROM batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            if row is None:
+                raise BatchNotFound(batch_id)
+            if row[0] != BatchStatus.closed.value:
+                raise BatchNotClosed(f"batch {batch_id!r} is {row[0]}")
+            if row[1] is not None:
+                return False
+            connection.execute(
+                "UPDATE batches SET announced_us = ? WHERE batch_id = ?", (to_micros(announced_at), batch_id)
+            )
+            return True
+
+    def list_unannounced(self, limit: int = 1000) -> list[BatchRecord]:
+        rows = self._connection().execute(
+            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status = 'closed' AND announced_us IS NULL "
+            "ORDER BY closed_us, batch_id LIMIT ?",
+            (limit,),
         ).fetchall()
         return [_batch_record(row) for row in rows]
 

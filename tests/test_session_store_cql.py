@@ -63,7 +63,16 @@ def parse_create_table(ddl: str) -> tuple[str, Table]:
 
 def all_tables() -> dict[str, Table]:
     ddl = [MIGRATIONS_TABLE] + [statement for _, statements in MIGRATIONS.values() for statement in statements]
-    return dict(parse_create_table(statement) for statement in ddl)
+    tables: dict[str, Table] = {}
+    for statement in ddl:
+        if added := re.fullmatch(r"\s*ALTER TABLE (\w+) ADD (\w+) (\w+)\s*", statement):
+            table, column, kind = added.groups()
+            assert table in tables and column not in tables[table].columns, statement
+            tables[table].columns[column] = kind
+            continue
+        name, table = parse_create_table(statement)
+        tables[name] = table
+    return tables
 
 
 def parse_dml(cql: str) -> tuple[str, str, list[str], list[str], list[str]]:
@@ -90,7 +99,7 @@ def parse_dml(cql: str) -> tuple[str, str, list[str], list[str], list[str]]:
 def _conditions(text: str) -> list[str]:
     found = []
     for part in filter(None, (p.strip() for p in text.split(" AND "))):
-        m = re.fullmatch(r"(\w+) = (\?|'[^']*')", part)
+        m = re.fullmatch(r"(\w+) = (\?|'[^']*'|null)", part)
         assert m, f"only equality restrictions are expected, got {part!r}"
         found.append(m.group(1))
     return found

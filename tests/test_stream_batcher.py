@@ -8,7 +8,6 @@ import pytest
 
 from schemas.sessions import BatchStatus
 from session_store.sqlite_store import SqliteSessionStore
-from stream_processors.announcements import unannounced
 from stream_processors.batcher import Batcher
 from stream_processors.records import (
     AgeCheck,
@@ -109,14 +108,6 @@ def test_commands_for_the_batcher_round_trip():
     assert isinstance(parse_batcher_input(next(encode_sessions(sessions("x")))), SessionsClosed)
     with pytest.raises(ValueError):
         parse_batcher_input(b'{"kind": "something else"}')
-
-
-def test_unannounced_batches_come_oldest_first(store):
-    b = batcher(store, max_sessions=1)
-    first, second, third = (b.add(sessions(i), at(n))[0] for n, i in enumerate("abc"))
-    assert [r.batch_id for r in unannounced([third, second, first], {second.batch_id})] == [
-        first.batch_id, third.batch_id]
-    assert {r.status for r in store.list_batches()} == {BatchStatus.closed}
 
 
 def test_a_session_too_big_for_any_record_is_handed_back_not_sent():
