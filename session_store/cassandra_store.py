@@ -66,6 +66,11 @@ OPEN_STATE_BUCKETS = 16
 SCHEMA_VERSION = 2
 _MIGRATION_SCOPE = "session_store"
 _SINGLETON = "all"  # partition key of the tiny one-partition tables (days, current batch, partitions)
+# A closed session's state (its tombstone) expires by itself after this: late events for it are
+# recognised as late for a week (ES_SESSION_TOMBSTONE_TTL_S's default), and no purge scan or
+# delete (a Cassandra tombstone of its own) is needed. Bounds the open-state tables to the open
+# sessions plus a week of closed ones.
+TOMBSTONE_TTL_S = 7 * 24 * 3600
 _CONCURRENCY = 64
 _SCAN_PAGE = 1000
 _HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::(?P<port>\d+))?")
@@ -130,7 +135,8 @@ STATEMENTS: dict[str, str] = {
     # sessions
     "insert_session": "INSERT INTO sessions_by_batch (batch_id, bucket, session_id, created_us, closed_us, body) "
     "VALUES (?, ?, ?, ?, ?, ?)",
-    "insert_session_batch": "INSERT INTO session_batch (session_id, batch_id) VALUES (?, ?)",
+    # LWT: the claim that puts a session in at most one batch, whatever two batchers do.
+    "claim_session_batch": "INSERT INTO session_batch (session_id, batch_id) VALUES (?, ?) IF NOT EXISTS",
     "session_batch": "SELECT batch_id FROM session_batch WHERE session_id = ?",
     "session": "SELECT body FROM sessions_by_batch WHERE batch_id = ? AND bucket = ? AND session_id = ?",
     "bucket_sessions": "SELECT body FROM sessions_by_batch WHERE batch_id = ? AND bucket = ?",
@@ -158,6 +164,10 @@ STATEMENTS: dict[str, str] = {
     "VALUES (?, ?, ?, ?, ?)",
     "upsert_open_index": "INSERT INTO open_sessions_by_partition (partition, bucket, session_id, last_seen_us, "
     "closed_us) VALUES (?, ?, ?, ?, ?)",
+    "upsert_tombstone": "INSERT INTO open_sessions (session_id, partition, last_seen_us, closed_us, body) "
+    "VALUES (?, ?, ?, ?, ?) USING TTL ?",
+    "upsert_tombstone_index": "INSERT INTO open_sessions_by_partition (partition, bucket, session_id, last_seen_us, "
+    "closed_us) VALUES (?, ?, ?, ?, ?) USING TTL ?",
     "open_session": "SELECT body FROM open_sessions WHERE session_id = ?",
     "open_index_bucket": "SELECT session_id, last_seen_us, closed_us FROM open_sessions_by_partition "
     "WHERE partition = ? AND bucket = ?",
@@ -251,7 +261,8 @@ def _day(opened_us: int) -> date:
 
 
 class CassandraSessionStore(SessionStore):
-    def __init__(self, url: str | CassandraUrl, *, request_timeout_s: float = 15.0) -> None:
+    def __init__(self, url: str | CassandraUrl, *, request_timeout_s: float = 15.0,
+                 tombstone_ttl_s: int = TOMBSTONE_TTL_S) -> None:
         from cassandra import ConsistencyLevel
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
@@ -283,6 +294,7 @@ class CassandraSessionStore(SessionStore):
         self.session = self._cluster.connect()
         self._prepared: dict[str, Any] | None = None
         self._known_partitions: set[int] = set()
+        self.tombstone_ttl_s = int(tombstone_ttl_s)
 
     @classmethod
     def from_url(cls, url: str) -> "CassandraSessionStore":
@@ -386,23 +398,28 @@ class CassandraSessionStore(SessionStore):
         for session in sessions:
             unique.setdefault(session.session_id, session)
         ids = list(unique)
-        # Read-then-write without LWT is race-free here because the batcher is the only writer of
-        # sessions (one stream agent, sequential calls). An LWT per session would cost four round
-        # trips each and cap the hot path at a few thousand sessions per second.
-        lookups = self._execute_many("session_batch", [(sid,) for sid in ids])
-        new = [unique[sid] for sid, rows in zip(ids, lookups) if rows.one() is None]
-        # Rows first, then the lookup: a crash in between leaves a row that a retry rewrites
-        # identically, never a lookup entry pointing at a session that was not written.
+        # The claim first, by LWT (IF NOT EXISTS): two batchers overlapping in a rebalance cannot
+        # both put a session in a batch. It costs a Paxos round per session (64 in flight), the
+        # price of "at most one batch" without a single writer to trust. A crash between the
+        # claim and the row leaves a claim naming this batch: the retry finds it and writes the row.
+        claims = self._execute_many("claim_session_batch", [(sid, batch_id) for sid in ids])
+        mine: list[ClosedSession] = []
+        new = 0
+        for sid, claim in zip(ids, claims):
+            if claim.was_applied:
+                new += 1
+                mine.append(unique[sid])
+            elif claim.one().batch_id == batch_id:
+                mine.append(unique[sid])  # claimed by an earlier try of this call: the row is rewritten as is
         self._execute_many(
             "insert_session",
             [
                 (batch_id, stable_bucket(s.session_id, SESSION_BUCKETS), s.session_id, to_micros(s.created_at),
                  to_micros(s.closed_at), session_body(s))
-                for s in new
+                for s in mine
             ],
         )
-        self._execute_many("insert_session_batch", [(s.session_id, batch_id) for s in new])
-        return len(new)
+        return new
 
     def get_session(self, session_id: str) -> StoredSession | None:
         lookup = self._execute("session_batch", (session_id,)).one()
@@ -583,14 +600,27 @@ class CassandraSessionStore(SessionStore):
         ]
         # State first, index second: the idle scan re-checks every candidate against the state,
         # and a crash between the two is repaired by the replay of the unacknowledged events.
+        # Tombstones are written with a TTL: they expire on their own (see TOMBSTONE_TTL_S).
+        ttl = self.tombstone_ttl_s
+        live = [row for row in rows if row[0].closed_at is None]
+        ended = [row for row in rows if row[0].closed_at is not None]
         self._execute_many(
             "upsert_open_session",
-            [(s.session_id, s.partition, seen, closed, open_session_body(s)) for s, seen, closed in rows],
+            [(s.session_id, s.partition, seen, closed, open_session_body(s)) for s, seen, closed in live],
+        )
+        self._execute_many(
+            "upsert_tombstone",
+            [(s.session_id, s.partition, seen, closed, open_session_body(s), ttl) for s, seen, closed in ended],
         )
         self._execute_many(
             "upsert_open_index",
             [(s.partition, stable_bucket(s.session_id, OPEN_STATE_BUCKETS), s.session_id, seen, closed)
-             for s, seen, closed in rows],
+             for s, seen, closed in live],
+        )
+        self._execute_many(
+            "upsert_tombstone_index",
+            [(s.partition, stable_bucket(s.session_id, OPEN_STATE_BUCKETS), s.session_id, seen, closed, ttl)
+             for s, seen, closed in ended],
         )
 
     def iter_idle_open_sessions(self, partitions: Iterable[int], last_seen_before: datetime) -> Iterator[OpenSession]:
