@@ -77,6 +77,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # transaction as the user_version bump, so a cut-short run leaves version 1 and is repeated).
     2: (
         "ALTER TABLE batches ADD COLUMN announced_us INTEGER",
+        # Batches closed before this version were announced under the old rule: a takeover after
+        # the upgrade must not announce the whole history again.
+        "UPDATE batches SET announced_us = closed_us WHERE status = 'closed'",
         """CREATE INDEX IF NOT EXISTS batches_unannounced
             ON batches (closed_us, batch_id) WHERE status = 'closed' AND announced_us IS NULL""",
     ),
