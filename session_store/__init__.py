@@ -9,6 +9,7 @@ from session_store.base import (
     BatchNotOpen,
     ReleaseConflict,
     SessionStore,
+    StaleBatcher,
     StoreNotInitialised,
 )
 from session_store.factory import SCHEMES, open_store, redact_url
@@ -20,6 +21,7 @@ __all__ = [
     "ReleaseConflict",
     "SCHEMES",
     "SessionStore",
+    "StaleBatcher",
     "StoreNotInitialised",
     "open_store",
     "redact_url",

@@ -47,6 +47,7 @@ from session_store.base import (
     BatchNotOpen,
     ReleaseConflict,
     SessionStore,
+    StaleBatcher,
     StoreNotInitialised,
 )
 from cassandra.query import UNSET_VALUE
@@ -116,7 +117,12 @@ MIGRATIONS: dict[int, tuple[str, tuple[str, ...]]] = {
     ),
     # Whether a closed batch's BatchClosed was acknowledged: a column of the LWT-managed row,
     # set by LWT. (CQL has no ADD IF NOT EXISTS: init_schema treats "already exists" as done.)
-    2: ("batch announcements", ("ALTER TABLE batches ADD announced_us bigint",)),
+    2: ("batch announcements, batcher epoch", (
+        "ALTER TABLE batches ADD announced_us bigint",
+        # One row, written only by LWT: the newest batcher epoch.
+        """CREATE TABLE IF NOT EXISTS batcher (
+                scope text PRIMARY KEY, epoch int)""",
+    )),
 }
 # Closed batches a takeover looks at for missing announcements, newest first: a batch older than
 # the newest thousand closed ones was announced, or marked, long ago.
@@ -125,6 +131,7 @@ UNANNOUNCED_SCAN = 1000
 TABLES = (
     "schema_migrations", "sessions_by_batch", "session_batch", "batches", "batch_by_release", "batch_days",
     "batches_by_day", "current_batch", "open_sessions", "open_sessions_by_partition", "open_session_partitions",
+    "batcher",
 )
 
 # Every data statement, prepared once per store. Statements on ``batches`` and
@@ -150,6 +157,9 @@ STATEMENTS: dict[str, str] = {
     "FROM batches WHERE batch_id = ?",
     "mark_announced": "UPDATE batches SET announced_us = ? WHERE batch_id = ? IF status = 'closed' AND announced_us = null",
     "batch_announced": "SELECT status, announced_us FROM batches WHERE batch_id = ?",
+    "batcher_epoch": "SELECT epoch FROM batcher WHERE scope = ?",
+    "first_batcher": "INSERT INTO batcher (scope, epoch) VALUES (?, ?) IF NOT EXISTS",
+    "next_batcher": "UPDATE batcher SET epoch = ? WHERE scope = ? IF epoch = ?",
     "claim_release": "INSERT INTO batch_by_release (release_id, batch_id) VALUES (?, ?) IF NOT EXISTS",
     "release_batch": "SELECT batch_id FROM batch_by_release WHERE release_id = ?",
     # batch indexes (plain writes)
@@ -179,7 +189,7 @@ STATEMENTS: dict[str, str] = {
 
 # Reads of LWT-managed rows that decide something (may a session be written? is the batch
 # already closed?) go through Paxos too, so they see every committed or half-committed LWT.
-_SERIAL_READS = frozenset({"batch", "release_batch", "batch_announced"})
+_SERIAL_READS = frozenset({"batch", "release_batch", "batch_announced", "batcher_epoch"})
 
 
 @dataclass(frozen=True)
@@ -388,7 +398,28 @@ class CassandraSessionStore(SessionStore):
         return [result for _, result in results]
 
     # --- sessions ---------------------------------------------------------------------------------
-    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession]) -> int:
+    def claim_batcher(self) -> int:
+        while True:  # compare-and-set by LWT; a lost race reads the winner's epoch and tries again
+            row = self._execute("batcher_epoch", (_SINGLETON,)).one()
+            if row is None:
+                if self._execute("first_batcher", (_SINGLETON, 1)).was_applied:
+                    return 1
+                continue
+            if self._execute("next_batcher", (row.epoch + 1, _SINGLETON, row.epoch)).was_applied:
+                return row.epoch + 1
+
+    def _require_epoch(self, epoch: int | None) -> None:
+        # A serial read before the writes, not one atomic step with them (no transaction spans
+        # Cassandra partitions): a batcher superseded in between may still write one call's
+        # sessions, which the session claim (LWT) keeps in at most one batch.
+        if epoch is None:
+            return
+        row = self._execute("batcher_epoch", (_SINGLETON,)).one()
+        if row is None or row.epoch != epoch:
+            raise StaleBatcher(f"batcher epoch {epoch} is stale (newest: {row.epoch if row else None})")
+
+    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession], *, epoch: int | None = None) -> int:
+        self._require_epoch(epoch)
         batch = self.get_batch(batch_id)
         if batch is None:
             raise BatchNotFound(batch_id)
@@ -483,8 +514,10 @@ class CassandraSessionStore(SessionStore):
         return record if record is not None and record.status is BatchStatus.open else None
 
     def close_batch(
-        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None
+        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None,
+        *, epoch: int | None = None,
     ) -> BatchRecord:
+        self._require_epoch(epoch)
         current = self.get_batch(batch_id)
         if current is None:
             raise BatchNotFound(batch_id)

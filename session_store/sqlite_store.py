@@ -30,7 +30,14 @@ from schemas.sessions import (
     OpenSession,
     StoredSession,
 )
-from session_store.base import BatchNotClosed, BatchNotFound, BatchNotOpen, ReleaseConflict, SessionStore
+from session_store.base import (
+    BatchNotClosed,
+    BatchNotFound,
+    BatchNotOpen,
+    ReleaseConflict,
+    SessionStore,
+    StaleBatcher,
+)
 from session_store.records import open_session, open_session_body, session_body, stored_session
 from session_store.timestamps import from_micros, to_micros
 
@@ -80,6 +87,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # Batches closed before this version were announced under the old rule: a takeover after
         # the upgrade must not announce the whole history again.
         "UPDATE batches SET announced_us = closed_us WHERE status = 'closed'",
+        # One row: the newest batcher epoch; the batcher's writes check it in their own transaction.
+        "CREATE TABLE IF NOT EXISTS batcher (scope TEXT PRIMARY KEY, epoch INTEGER NOT NULL)",
         """CREATE INDEX IF NOT EXISTS batches_unannounced
             ON batches (closed_us, batch_id) WHERE status = 'closed' AND announced_us IS NULL""",
     ),
@@ -175,12 +184,28 @@ class SqliteSessionStore(SessionStore):
         return SCHEMA_VERSION
 
     # --- sessions -----------------------------------------------------------------------------------
-    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession]) -> int:
+    def claim_batcher(self) -> int:
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO batcher (scope, epoch) VALUES ('batcher', 1) "
+                "ON CONFLICT (scope) DO UPDATE SET epoch = epoch + 1"
+            )
+            return connection.execute("SELECT epoch FROM batcher WHERE scope = 'batcher'").fetchone()[0]
+
+    def _require_epoch(self, connection: sqlite3.Connection, epoch: int | None) -> None:
+        if epoch is None:
+            return
+        row = connection.execute("SELECT epoch FROM batcher WHERE scope = 'batcher'").fetchone()
+        if row is None or row[0] != epoch:
+            raise StaleBatcher(f"batcher epoch {epoch} is stale (newest: {row[0] if row else None})")
+
+    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession], *, epoch: int | None = None) -> int:
         rows = [
             (s.session_id, batch_id, to_micros(s.created_at), to_micros(s.closed_at), session_body(s))
             for s in sessions
         ]
         with self._write() as connection:
+            self._require_epoch(connection, epoch)
             self._require_open(connection, batch_id)
             before = connection.total_changes
             connection.executemany(
@@ -236,9 +261,11 @@ class SqliteSessionStore(SessionStore):
         return None if row is None else _batch_record(row)
 
     def close_batch(
-        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None
+        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None,
+        *, epoch: int | None = None,
     ) -> BatchRecord:
         with self._write() as connection:
+            self._require_epoch(connection, epoch)
             current = self._batch(connection, batch_id)
             if current is None:
                 raise BatchNotFound(batch_id)

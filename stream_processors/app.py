@@ -33,7 +33,7 @@ from schemas.base import ContractError, utc_now
 from schemas.sessions import BatchRecord, BatchStatus
 from schemas.settings import Settings
 from schemas.tasks import ReleaseBatch, parse_task_command
-from session_store.base import SessionStore
+from session_store.base import SessionStore, StaleBatcher
 from schemas.faults import crash_point
 from stream_processors.announcements import batch_closed
 from stream_processors.batcher import Batcher
@@ -151,7 +151,7 @@ def create_app(
 
     async def take_over() -> None:
         """This worker now owns the open batch: pick it up, and announce what a crash left unsaid."""
-        await in_store_thread(batcher.resume)
+        await in_store_thread(batcher.resume)  # stale open batches it closes are announced just below
         # Exactly the closed batches the store has not marked announced: a crash between the
         # close and the broker's ack, or between the ack and the mark (then the same key and
         # value go out again, and compaction keeps one).
@@ -186,6 +186,12 @@ def create_app(
                     crash_point("batcher.batch_close")
                 for batch in closed:
                     await announce(batch)
+            except StaleBatcher:
+                # Another worker took the batch over during a rebalance: this one must not write;
+                # it takes over again (with a newer epoch) if the partition comes back.
+                log.warning("a newer batcher owns the batch; this worker stops writing to it")
+                owner.ready = False
+                continue
             except Exception as error:
                 # The store or the broker failed: stop the worker rather than ack what was not done;
                 # a restart replays from the last committed offset.

@@ -11,7 +11,14 @@ from datetime import timedelta, timezone
 import pytest
 
 from schemas.sessions import BatchStatus, StoredSession
-from session_store import BatchNotClosed, BatchNotFound, BatchNotOpen, ReleaseConflict, SessionStore
+from session_store import (
+    BatchNotClosed,
+    BatchNotFound,
+    BatchNotOpen,
+    ReleaseConflict,
+    SessionStore,
+    StaleBatcher,
+)
 from tests.fixtures.stores import at, make_open_session, make_session
 
 
@@ -285,3 +292,19 @@ def test_only_a_closed_batch_can_be_marked_announced(session_store: SessionStore
 
 def ids_of(batches) -> list[str]:
     return [b.batch_id for b in batches]
+
+
+# --- one writer per batch -----------------------------------------------------------------------
+def test_a_stale_batcher_epoch_is_refused_and_writes_nothing(session_store: SessionStore):
+    old = session_store.claim_batcher()
+    session_store.open_batch("b1", at(0))
+    assert session_store.put_sessions("b1", [make_session("s1")], epoch=old) == 1
+    new = session_store.claim_batcher()
+    assert new > old
+    with pytest.raises(StaleBatcher):
+        session_store.put_sessions("b1", [make_session("s2")], epoch=old)
+    with pytest.raises(StaleBatcher):
+        session_store.close_batch("b1", at(5), "size", epoch=old)
+    assert session_store.get_session("s2") is None and session_store.get_batch("b1").status is BatchStatus.open
+    assert session_store.put_sessions("b1", [make_session("s2")], epoch=new) == 1
+    assert session_store.close_batch("b1", at(6), "size", epoch=new).session_count == 2

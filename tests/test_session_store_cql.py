@@ -23,7 +23,7 @@ from session_store.cassandra_store import (
 )
 from session_store.records import stable_bucket
 
-LWT_ONLY = {"batches", "batch_by_release", "session_batch"}
+LWT_ONLY = {"batches", "batch_by_release", "session_batch", "batcher"}
 
 
 @dataclass
