@@ -10,14 +10,18 @@ and the SQLite store):
   the first seconds (seconds on tansu) are left out. ``ingest_wall_s`` is the whole run, from
   worker start to the last session durable.
   Every emulated session ends with an explicit ``session_end``, so nothing waits for the gap.
-- ``naive_faust_events_per_s``: the same events through a plain per-event Faust agent that parses
-  each event, reads its session's state from a SQLite store, applies the same sessionizer rules and
-  writes the state (and any closed session) back — one store read and one store write per event
-  (``bench/naive_faust.py``), for ``naive_seconds``.
-- ``rss_mb`` / ``open_sessions`` / ``rss_bytes_per_open_session``: the resident memory of the
-  worker's processes (the Faust process and its sessionizer processes) once they hold
-  ``open_sessions`` more sessions that stay open (searches with no end, the gap far away), sent in
-  two equal waves; the per-session figure is the growth over the second wave divided by its size.
+- ``faust_take_events_per_s``: the same events through the best Faust agent we could write with
+  the same rules and store: ``take_events`` batches, one store read and one write per batch
+  (``bench/naive_faust.py``), for ``naive_seconds``; ``ingest_to_faust_ratio`` is the ratio.
+- ``rss_mb`` / ``open_sessions``: the resident memory of the worker's processes (the Faust process
+  and its sessionizer processes) once they hold ``open_sessions`` sessions that stay open. The open
+  sessions live in the store, so there is no per-session memory cost to report (an earlier
+  per-session figure was noise around zero and is gone).
+- ``sdk_produce_events_per_s`` / ``sdk_bytes_produce_events_per_s`` / ``raw_produce_events_per_s``:
+  the same events produced by the SDK from contract instances, by the SDK from JSON bytes
+  (validated once on pydantic-core's JSON path and sent as they came), and by a plain
+  confluent-kafka producer of the pre-serialised bytes with the same settings, in the same run,
+  to a topic of their own; ``sdk_to_raw_produce`` is the SDK's share of the raw rate.
 """
 
 from __future__ import annotations
@@ -58,10 +62,12 @@ def bench_ingest(
         started = time.monotonic()
         _produce(broker.bootstrap, topics, sessions)
         session_count = len(sessions)
+        produce_rates = list(_produce_rates(broker.bootstrap, sessions))  # before the worker competes for the cores
         del sessions  # a few hundred MB of events this process need not keep
         yield "ingest_events", sent
         yield "ingest_sessions", session_count
         yield "produce_events_per_s", sent / (time.monotonic() - started)
+        yield from produce_rates
 
         defaults = Settings()  # what the worker runs with, ES_* variables of this shell included
         yield "sessionizer_processes", defaults.sessionizer_processes
@@ -78,26 +84,64 @@ def bench_ingest(
 
             # Two equal waves of open sessions: the growth over the second one is what holding more
             # open sessions costs, once the working set of such batches is reached in the first.
-            half = open_sessions // 2
-            _produce(broker.bootstrap, topics, _open_searches(half, seed=43))
-            _wait_open(worker, probe, half, timeout_s, workdir)
-            time.sleep(1.0)  # let the last batch's buffers go
-            middle = tree_rss_bytes(worker.pid)
-            _produce(broker.bootstrap, topics, _open_searches(open_sessions - half, seed=44))
+            _produce(broker.bootstrap, topics, _open_searches(open_sessions, seed=43))
             _wait_open(worker, probe, open_sessions, timeout_s, workdir)
-            time.sleep(1.0)
-            after = tree_rss_bytes(worker.pid)
+            time.sleep(1.0)  # let the last batch's buffers go
             yield "open_sessions", open_sessions
-            yield "rss_mb", after / 2**20
-            # Signed: the open sessions live in the store, so this is noise around zero rather than
-            # a cost that grows with them (a negative value is the allocator giving memory back).
-            yield "rss_bytes_per_open_session", (after - middle) / (open_sessions - half)
+            yield "rss_mb", tree_rss_bytes(worker.pid) / 2**20
         finally:
             stop(worker)
 
         naive = _naive_faust(broker.bootstrap, topics, workdir, naive_seconds)
-        yield "naive_faust_events_per_s", naive
-        yield "ingest_speedup", rate / naive if naive else float("nan")
+        yield "faust_take_events_per_s", naive
+        yield "ingest_to_faust_ratio", rate / naive if naive else float("nan")
+
+
+def _produce_rates(bootstrap: str, sessions: list[list], limit: int = 150_000) -> Iterator[Figure]:
+    """SDK produce against plain confluent-kafka produce of the same events, same settings."""
+    from confluent_kafka import Producer
+
+    from ingest.partitioner import KAFKA_PARTITIONER
+
+    events = [e for session in sessions for e in session][:limit]
+    blobs = [e.model_dump_json().encode() for e in events]
+    keys = [e.session_id.encode() for e in events]
+    topics = TopicRegistry(prefix=f"benchp{uuid.uuid4().hex[:8]}", clickstream_partitions=8)
+    ensure_topics(bootstrap, topics)
+    config = {"linger.ms": 20}
+
+    started = time.monotonic()
+    with ClickstreamProducer(bootstrap, topics, config=config) as producer:
+        producer.send_many(events)
+        producer.flush(120)
+    sdk = len(events) / (time.monotonic() - started)
+
+    started = time.monotonic()
+    with ClickstreamProducer(bootstrap, topics, config=config) as producer:
+        producer.send_many(blobs)
+        producer.flush(120)
+    sdk_bytes = len(events) / (time.monotonic() - started)
+
+    raw = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                    "partitioner": KAFKA_PARTITIONER, "linger.ms": 20, "message.timeout.ms": 120_000})
+    started = time.monotonic()
+    for index, (key, value) in enumerate(zip(keys, blobs)):
+        while True:
+            try:
+                raw.produce(topics.clickstream.name, value=value, key=key)
+                break
+            except BufferError:
+                raw.poll(0.05)
+        if index % 1000 == 0:
+            raw.poll(0)
+    assert raw.flush(120) == 0
+    raw_rate = len(events) / (time.monotonic() - started)
+    yield "sdk_produce_events", len(events)
+    yield "sdk_produce_events_per_s", sdk
+    yield "sdk_bytes_produce_events_per_s", sdk_bytes
+    yield "raw_produce_events_per_s", raw_rate
+    yield "sdk_to_raw_produce", sdk / raw_rate
+    yield "sdk_bytes_to_raw_produce", sdk_bytes / raw_rate
 
 
 def _ended_sessions(events: int) -> list[list]:

@@ -1,5 +1,8 @@
 """Creating the registry's topics on a cluster, before anything produces to them.
 
+Every topic gets ``max.message.bytes`` from the registry (the number every producer of the system
+uses as ``message.max.bytes``), and compacted topics their cleanup policy.
+
 Brokers that auto-create topics (tansu always does, with 4 partitions) would otherwise give the
 clickstream whatever partition count the first producer happened to trigger, and the key → partition
 mapping the stream processors rely on would differ from the registry's.
@@ -33,7 +36,7 @@ def ensure_topics(
     admin = AdminClient({"bootstrap.servers": bootstrap})
     specs = registry.all()
     futures = admin.create_topics(
-        [_new_topic(spec, replication_factor) for spec in specs],
+        [_new_topic(spec, replication_factor, registry.max_message_bytes) for spec in specs],
         operation_timeout=timeout_s, request_timeout=timeout_s,
     )
     created = []
@@ -49,8 +52,12 @@ def ensure_topics(
     return _check_partitions(admin, specs, timeout_s)
 
 
-def _new_topic(spec: TopicSpec, replication_factor: int) -> NewTopic:
-    config = {"cleanup.policy": "compact"} if spec.compacted else {}
+def _new_topic(spec: TopicSpec, replication_factor: int, max_message_bytes: int) -> NewTopic:
+    # Explicit, never the broker's default: the producers' message.max.bytes is the same number,
+    # so a record one side accepts the other accepts too (stock Kafka defaults to ~1 MB).
+    config = {"max.message.bytes": str(max_message_bytes)}
+    if spec.compacted:
+        config["cleanup.policy"] = "compact"
     return NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=replication_factor, config=config)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TopicRegistry
@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     session_max_events: int = Field(500, ge=1, description="A session closes after this many interactions.")
     session_max_duration_s: float = Field(4 * 3600.0, gt=0, description="A session closes this long after it opened.")
     max_event_bytes: int = Field(1 << 20, ge=1024, description="Raw events larger than this go to the dead-letter topic.")
+    max_record_bytes: int = Field(
+        4 << 20, ge=64 * 1024,
+        description="Largest record any process of the system produces, and the `max.message.bytes` every topic is "
+        "created with (at least `max_event_bytes` + 64 KiB, for headers).",
+    )
+    sessionizer_max_attempts: int = Field(
+        3, ge=1, description="Times a raw record is tried before it goes to the dead-letter topic with the last error.",
+    )
+    fault_crash_at: str | None = Field(
+        None, description="Tests only: `point[:n]` SIGKILLs the process the n-th time it reaches the named crash point "
+        "(see `schemas/faults.py`).",
+    )
     batch_max_sessions: int = Field(10_000, ge=1, description="A batch closes when it holds this many sessions.")
     batch_max_age_s: float = Field(24 * 3600.0, gt=0, description="A batch closes this long after it opened.")
     session_tombstone_ttl_s: float = Field(
@@ -126,7 +138,16 @@ class Settings(BaseSettings):
         return value
 
     def topics(self) -> TopicRegistry:
-        return TopicRegistry(prefix=self.topic_prefix, clickstream_partitions=self.clickstream_partitions)
+        return TopicRegistry(prefix=self.topic_prefix, clickstream_partitions=self.clickstream_partitions,
+                             max_message_bytes=self.max_record_bytes)
+
+    @model_validator(mode="after")
+    def _records_fit_events(self) -> "Settings":
+        # A raw event is forwarded whole (late topic, dead letters) with its headers around it.
+        if self.max_record_bytes < self.max_event_bytes + 64 * 1024:
+            raise ValueError(f"max_record_bytes ({self.max_record_bytes}) must be at least max_event_bytes "
+                             f"({self.max_event_bytes}) + 65536, or a valid event could not be forwarded")
+        return self
 
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{(self.data_dir / 'sessions.db').resolve()}"

@@ -28,6 +28,10 @@ class TopicSpec:
 class TopicRegistry:
     prefix: str = "es"
     clickstream_partitions: int = 8
+    # Every topic is created with this ``max.message.bytes`` and every producer of the system uses
+    # it as ``message.max.bytes``: a record one side accepts, the other does too (stock Kafka's
+    # default is ~1 MB, less than a big closed session).
+    max_message_bytes: int = 4 << 20
 
     def _name(self, suffix: str) -> str:
         return f"{self.prefix}.{suffix}"
@@ -81,6 +85,7 @@ class TopicRegistry:
         return TopicSpec(
             self._name("batches.closed"), "batch_id", 1, BatchClosed.__name__,
             "A batch is closed and every session of it is durable in the store.",
+            compacted=True,  # one record per batch id survives retention: a re-announce replaces, never adds
         )
 
     @property
@@ -111,11 +116,18 @@ class TopicRegistry:
             "Items added, changed or deleted between refreshes; the indexer embeds them into the served version.",
         )
 
+    @property
+    def batches_dlq(self) -> TopicSpec:
+        return TopicSpec(
+            self._name("batches.closed.dlq"), "original key", 1, "original bytes; reason in headers",
+            "Records on the batches topic the trainer could not read, with the reason.",
+        )
+
     def all(self) -> list[TopicSpec]:
         return [
             self.clickstream, self.clickstream_dlq, self.clickstream_late, self.sessions,
             self.commands, self.commands_dlq, self.batches, self.task_status, self.model_ready,
-            self.index_ready, self.item_upserts,
+            self.index_ready, self.item_upserts, self.batches_dlq,
         ]
 
 

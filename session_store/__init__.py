@@ -4,20 +4,24 @@
 """
 
 from session_store.base import (
+    BatchNotClosed,
     BatchNotFound,
     BatchNotOpen,
     ReleaseConflict,
     SessionStore,
+    StaleBatcher,
     StoreNotInitialised,
 )
 from session_store.factory import SCHEMES, open_store, redact_url
 
 __all__ = [
+    "BatchNotClosed",
     "BatchNotFound",
     "BatchNotOpen",
     "ReleaseConflict",
     "SCHEMES",
     "SessionStore",
+    "StaleBatcher",
     "StoreNotInitialised",
     "open_store",
     "redact_url",

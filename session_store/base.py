@@ -31,6 +31,14 @@ class BatchNotOpen(RuntimeError):
     """A session was written to, or a close attempted on, a batch that is already closed."""
 
 
+class BatchNotClosed(RuntimeError):
+    """A batch still open was marked announced: only a closed batch has a BatchClosed."""
+
+
+class StaleBatcher(RuntimeError):
+    """A batcher whose epoch is no longer the newest wrote: another batcher took over meanwhile."""
+
+
 class ReleaseConflict(ValueError):
     """A ``release_id`` that already closed one batch was given to close another.
 
@@ -51,11 +59,19 @@ class SessionStore(ABC):
 
     # --- sessions ----------------------------------------------------------------------------
     @abstractmethod
-    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession]) -> int:
+    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession], *, epoch: int | None = None) -> int:
         """Store sessions in the open batch ``batch_id``; return how many were new.
 
         Sessions already stored (in this or any batch) are left exactly as they are. Raises
-        BatchNotFound for an unknown batch and BatchNotOpen for a closed one."""
+        BatchNotFound for an unknown batch and BatchNotOpen for a closed one. With ``epoch`` (a
+        batcher's, from ``claim_batcher``), raises StaleBatcher and writes nothing once a newer
+        epoch was claimed."""
+
+    # --- the batcher's epoch ----------------------------------------------------------------------
+    @abstractmethod
+    def claim_batcher(self) -> int:
+        """A new batcher epoch, greater than every one before (SQLite: a transaction; Cassandra:
+        an LWT). Writes carrying an older epoch are refused from now on."""
 
     @abstractmethod
     def get_session(self, session_id: str) -> StoredSession | None: ...
@@ -83,9 +99,10 @@ class SessionStore(ABC):
 
     @abstractmethod
     def close_batch(
-        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None
+        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None,
+        *, epoch: int | None = None,
     ) -> BatchRecord:
-        """Close an open batch exactly once; closing it again returns the stored closed record.
+        """Close an open batch exactly once (refused with StaleBatcher for an ``epoch`` no longer newest); closing it again returns the stored closed record.
 
         The closed record's ``session_count`` is the number of sessions stored in the batch.
 
@@ -101,6 +118,19 @@ class SessionStore(ABC):
     @abstractmethod
     def list_batches(self, status: BatchStatus | None = None, limit: int = 100) -> list[BatchRecord]:
         """Newest first."""
+
+    # --- announcements: whether a closed batch's BatchClosed was acknowledged -------------------
+    @abstractmethod
+    def mark_announced(self, batch_id: str, announced_at: datetime) -> bool:
+        """Record that the broker acknowledged this closed batch's BatchClosed (SQLite: one
+        transaction; Cassandra: an LWT on the batch row). True if this call marked it, False if it
+        was marked before. Raises BatchNotFound for an unknown batch, BatchNotClosed for a batch still
+        open."""
+
+    @abstractmethod
+    def list_unannounced(self, limit: int = 1000) -> list[BatchRecord]:
+        """Closed batches not marked announced, oldest close first: what a batcher taking over
+        must announce (exactly these, whatever the batches topic holds)."""
 
     # --- open sessions: the sessionizer's working state ----------------------------------------
     @abstractmethod

@@ -42,10 +42,12 @@ from schemas.sessions import (
     StoredSession,
 )
 from session_store.base import (
+    BatchNotClosed,
     BatchNotFound,
     BatchNotOpen,
     ReleaseConflict,
     SessionStore,
+    StaleBatcher,
     StoreNotInitialised,
 )
 from cassandra.query import UNSET_VALUE
@@ -62,9 +64,14 @@ DEFAULT_KEYSPACE = "embedding_studio"
 # setting.
 SESSION_BUCKETS = 16
 OPEN_STATE_BUCKETS = 16
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATION_SCOPE = "session_store"
 _SINGLETON = "all"  # partition key of the tiny one-partition tables (days, current batch, partitions)
+# A closed session's state (its tombstone) expires by itself after this: late events for it are
+# recognised as late for a week (ES_SESSION_TOMBSTONE_TTL_S's default), and no purge scan or
+# delete (a Cassandra tombstone of its own) is needed. Bounds the open-state tables to the open
+# sessions plus a week of closed ones.
+TOMBSTONE_TTL_S = 7 * 24 * 3600
 _CONCURRENCY = 64
 _SCAN_PAGE = 1000
 _HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::(?P<port>\d+))?")
@@ -108,11 +115,23 @@ MIGRATIONS: dict[int, tuple[str, tuple[str, ...]]] = {
                 PRIMARY KEY ((scope), partition))""",
         ),
     ),
+    # Whether a closed batch's BatchClosed was acknowledged: a column of the LWT-managed row,
+    # set by LWT. (CQL has no ADD IF NOT EXISTS: init_schema treats "already exists" as done.)
+    2: ("batch announcements, batcher epoch", (
+        "ALTER TABLE batches ADD announced_us bigint",
+        # One row, written only by LWT: the newest batcher epoch.
+        """CREATE TABLE IF NOT EXISTS batcher (
+                scope text PRIMARY KEY, epoch int)""",
+    )),
 }
+# Closed batches a takeover looks at for missing announcements, newest first: a batch older than
+# the newest thousand closed ones was announced, or marked, long ago.
+UNANNOUNCED_SCAN = 1000
 
 TABLES = (
     "schema_migrations", "sessions_by_batch", "session_batch", "batches", "batch_by_release", "batch_days",
     "batches_by_day", "current_batch", "open_sessions", "open_sessions_by_partition", "open_session_partitions",
+    "batcher",
 )
 
 # Every data statement, prepared once per store. Statements on ``batches`` and
@@ -123,7 +142,8 @@ STATEMENTS: dict[str, str] = {
     # sessions
     "insert_session": "INSERT INTO sessions_by_batch (batch_id, bucket, session_id, created_us, closed_us, body) "
     "VALUES (?, ?, ?, ?, ?, ?)",
-    "insert_session_batch": "INSERT INTO session_batch (session_id, batch_id) VALUES (?, ?)",
+    # LWT: the claim that puts a session in at most one batch, whatever two batchers do.
+    "claim_session_batch": "INSERT INTO session_batch (session_id, batch_id) VALUES (?, ?) IF NOT EXISTS",
     "session_batch": "SELECT batch_id FROM session_batch WHERE session_id = ?",
     "session": "SELECT body FROM sessions_by_batch WHERE batch_id = ? AND bucket = ? AND session_id = ?",
     "bucket_sessions": "SELECT body FROM sessions_by_batch WHERE batch_id = ? AND bucket = ?",
@@ -135,6 +155,11 @@ STATEMENTS: dict[str, str] = {
     "session_count = ? WHERE batch_id = ? IF status = 'open'",
     "batch": "SELECT batch_id, status, opened_us, closed_us, session_count, close_reason, release_id "
     "FROM batches WHERE batch_id = ?",
+    "mark_announced": "UPDATE batches SET announced_us = ? WHERE batch_id = ? IF status = 'closed' AND announced_us = null",
+    "batch_announced": "SELECT status, announced_us FROM batches WHERE batch_id = ?",
+    "batcher_epoch": "SELECT epoch FROM batcher WHERE scope = ?",
+    "first_batcher": "INSERT INTO batcher (scope, epoch) VALUES (?, ?) IF NOT EXISTS",
+    "next_batcher": "UPDATE batcher SET epoch = ? WHERE scope = ? IF epoch = ?",
     "claim_release": "INSERT INTO batch_by_release (release_id, batch_id) VALUES (?, ?) IF NOT EXISTS",
     "release_batch": "SELECT batch_id FROM batch_by_release WHERE release_id = ?",
     # batch indexes (plain writes)
@@ -149,6 +174,10 @@ STATEMENTS: dict[str, str] = {
     "VALUES (?, ?, ?, ?, ?)",
     "upsert_open_index": "INSERT INTO open_sessions_by_partition (partition, bucket, session_id, last_seen_us, "
     "closed_us) VALUES (?, ?, ?, ?, ?)",
+    "upsert_tombstone": "INSERT INTO open_sessions (session_id, partition, last_seen_us, closed_us, body) "
+    "VALUES (?, ?, ?, ?, ?) USING TTL ?",
+    "upsert_tombstone_index": "INSERT INTO open_sessions_by_partition (partition, bucket, session_id, last_seen_us, "
+    "closed_us) VALUES (?, ?, ?, ?, ?) USING TTL ?",
     "open_session": "SELECT body FROM open_sessions WHERE session_id = ?",
     "open_index_bucket": "SELECT session_id, last_seen_us, closed_us FROM open_sessions_by_partition "
     "WHERE partition = ? AND bucket = ?",
@@ -160,7 +189,7 @@ STATEMENTS: dict[str, str] = {
 
 # Reads of LWT-managed rows that decide something (may a session be written? is the batch
 # already closed?) go through Paxos too, so they see every committed or half-committed LWT.
-_SERIAL_READS = frozenset({"batch", "release_batch"})
+_SERIAL_READS = frozenset({"batch", "release_batch", "batch_announced", "batcher_epoch"})
 
 
 @dataclass(frozen=True)
@@ -242,7 +271,8 @@ def _day(opened_us: int) -> date:
 
 
 class CassandraSessionStore(SessionStore):
-    def __init__(self, url: str | CassandraUrl, *, request_timeout_s: float = 15.0) -> None:
+    def __init__(self, url: str | CassandraUrl, *, request_timeout_s: float = 15.0,
+                 tombstone_ttl_s: int = TOMBSTONE_TTL_S) -> None:
         from cassandra import ConsistencyLevel
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
@@ -274,6 +304,7 @@ class CassandraSessionStore(SessionStore):
         self.session = self._cluster.connect()
         self._prepared: dict[str, Any] | None = None
         self._known_partitions: set[int] = set()
+        self.tombstone_ttl_s = int(tombstone_ttl_s)
 
     @classmethod
     def from_url(cls, url: str) -> "CassandraSessionStore":
@@ -293,6 +324,8 @@ class CassandraSessionStore(SessionStore):
         else:
             replication = f"{{'class': 'SimpleStrategy', 'replication_factor': {self.url.replication_factor}}}"
         self.session.execute(f"CREATE KEYSPACE IF NOT EXISTS {self.url.keyspace} WITH replication = {replication}")
+        from cassandra import InvalidRequest
+
         self.session.set_keyspace(self.url.keyspace)
         self.session.execute(MIGRATIONS_TABLE)
         done = self._applied_versions()
@@ -301,7 +334,11 @@ class CassandraSessionStore(SessionStore):
                 continue
             description, statements = MIGRATIONS[version]
             for statement in statements:
-                self.session.execute(statement)  # the driver waits for schema agreement after DDL
+                try:
+                    self.session.execute(statement)  # the driver waits for schema agreement after DDL
+                except InvalidRequest as error:
+                    if "already exist" not in str(error) and "conflicts with an existing column" not in str(error):
+                        raise
             self.session.execute(
                 self.session.prepare(STATEMENTS["record_migration"]),
                 (_MIGRATION_SCOPE, version, datetime.now(timezone.utc), description),
@@ -361,7 +398,28 @@ class CassandraSessionStore(SessionStore):
         return [result for _, result in results]
 
     # --- sessions ---------------------------------------------------------------------------------
-    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession]) -> int:
+    def claim_batcher(self) -> int:
+        while True:  # compare-and-set by LWT; a lost race reads the winner's epoch and tries again
+            row = self._execute("batcher_epoch", (_SINGLETON,)).one()
+            if row is None:
+                if self._execute("first_batcher", (_SINGLETON, 1)).was_applied:
+                    return 1
+                continue
+            if self._execute("next_batcher", (row.epoch + 1, _SINGLETON, row.epoch)).was_applied:
+                return row.epoch + 1
+
+    def _require_epoch(self, epoch: int | None) -> None:
+        # A serial read before the writes, not one atomic step with them (no transaction spans
+        # Cassandra partitions): a batcher superseded in between may still write one call's
+        # sessions, which the session claim (LWT) keeps in at most one batch.
+        if epoch is None:
+            return
+        row = self._execute("batcher_epoch", (_SINGLETON,)).one()
+        if row is None or row.epoch != epoch:
+            raise StaleBatcher(f"batcher epoch {epoch} is stale (newest: {row.epoch if row else None})")
+
+    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession], *, epoch: int | None = None) -> int:
+        self._require_epoch(epoch)
         batch = self.get_batch(batch_id)
         if batch is None:
             raise BatchNotFound(batch_id)
@@ -371,23 +429,28 @@ class CassandraSessionStore(SessionStore):
         for session in sessions:
             unique.setdefault(session.session_id, session)
         ids = list(unique)
-        # Read-then-write without LWT is race-free here because the batcher is the only writer of
-        # sessions (one stream agent, sequential calls). An LWT per session would cost four round
-        # trips each and cap the hot path at a few thousand sessions per second.
-        lookups = self._execute_many("session_batch", [(sid,) for sid in ids])
-        new = [unique[sid] for sid, rows in zip(ids, lookups) if rows.one() is None]
-        # Rows first, then the lookup: a crash in between leaves a row that a retry rewrites
-        # identically, never a lookup entry pointing at a session that was not written.
+        # The claim first, by LWT (IF NOT EXISTS): two batchers overlapping in a rebalance cannot
+        # both put a session in a batch. It costs a Paxos round per session (64 in flight), the
+        # price of "at most one batch" without a single writer to trust. A crash between the
+        # claim and the row leaves a claim naming this batch: the retry finds it and writes the row.
+        claims = self._execute_many("claim_session_batch", [(sid, batch_id) for sid in ids])
+        mine: list[ClosedSession] = []
+        new = 0
+        for sid, claim in zip(ids, claims):
+            if claim.was_applied:
+                new += 1
+                mine.append(unique[sid])
+            elif claim.one().batch_id == batch_id:
+                mine.append(unique[sid])  # claimed by an earlier try of this call: the row is rewritten as is
         self._execute_many(
             "insert_session",
             [
                 (batch_id, stable_bucket(s.session_id, SESSION_BUCKETS), s.session_id, to_micros(s.created_at),
                  to_micros(s.closed_at), session_body(s))
-                for s in new
+                for s in mine
             ],
         )
-        self._execute_many("insert_session_batch", [(s.session_id, batch_id) for s in new])
-        return len(new)
+        return new
 
     def get_session(self, session_id: str) -> StoredSession | None:
         lookup = self._execute("session_batch", (session_id,)).one()
@@ -451,8 +514,10 @@ class CassandraSessionStore(SessionStore):
         return record if record is not None and record.status is BatchStatus.open else None
 
     def close_batch(
-        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None
+        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None,
+        *, epoch: int | None = None,
     ) -> BatchRecord:
+        self._require_epoch(epoch)
         current = self.get_batch(batch_id)
         if current is None:
             raise BatchNotFound(batch_id)
@@ -480,6 +545,23 @@ class CassandraSessionStore(SessionStore):
             record = self.get_batch(batch_id)  # type: ignore[assignment]
         self._index_batch(record)
         return record
+
+    def mark_announced(self, batch_id: str, announced_at: datetime) -> bool:
+        result = self._execute("mark_announced", (to_micros(announced_at), batch_id))
+        if result.was_applied:
+            return True
+        row = result.one()  # the row as the failed condition found it (no row: unknown batch)
+        if row is None or getattr(row, "status", None) is None:
+            raise BatchNotFound(batch_id)
+        if row.status != BatchStatus.closed.value:
+            raise BatchNotClosed(f"batch {batch_id!r} is {row.status}")
+        return False
+
+    def list_unannounced(self, limit: int = 1000) -> list[BatchRecord]:
+        closed = self.list_batches(BatchStatus.closed, limit=UNANNOUNCED_SCAN)
+        marks = self._execute_many("batch_announced", [(b.batch_id,) for b in closed])
+        missing = [b for b, result in zip(closed, marks) if (row := result.one()) is not None and row.announced_us is None]
+        return sorted(missing, key=lambda b: (b.closed_at, b.batch_id))[:limit]
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         row = self._execute("batch", (batch_id,)).one()
@@ -551,14 +633,27 @@ class CassandraSessionStore(SessionStore):
         ]
         # State first, index second: the idle scan re-checks every candidate against the state,
         # and a crash between the two is repaired by the replay of the unacknowledged events.
+        # Tombstones are written with a TTL: they expire on their own (see TOMBSTONE_TTL_S).
+        ttl = self.tombstone_ttl_s
+        live = [row for row in rows if row[0].closed_at is None]
+        ended = [row for row in rows if row[0].closed_at is not None]
         self._execute_many(
             "upsert_open_session",
-            [(s.session_id, s.partition, seen, closed, open_session_body(s)) for s, seen, closed in rows],
+            [(s.session_id, s.partition, seen, closed, open_session_body(s)) for s, seen, closed in live],
+        )
+        self._execute_many(
+            "upsert_tombstone",
+            [(s.session_id, s.partition, seen, closed, open_session_body(s), ttl) for s, seen, closed in ended],
         )
         self._execute_many(
             "upsert_open_index",
             [(s.partition, stable_bucket(s.session_id, OPEN_STATE_BUCKETS), s.session_id, seen, closed)
-             for s, seen, closed in rows],
+             for s, seen, closed in live],
+        )
+        self._execute_many(
+            "upsert_tombstone_index",
+            [(s.partition, stable_bucket(s.session_id, OPEN_STATE_BUCKETS), s.session_id, seen, closed, ttl)
+             for s, seen, closed in ended],
         )
 
     def iter_idle_open_sessions(self, partitions: Iterable[int], last_seen_before: datetime) -> Iterator[OpenSession]:

@@ -30,11 +30,18 @@ from schemas.sessions import (
     OpenSession,
     StoredSession,
 )
-from session_store.base import BatchNotFound, BatchNotOpen, ReleaseConflict, SessionStore
+from session_store.base import (
+    BatchNotClosed,
+    BatchNotFound,
+    BatchNotOpen,
+    ReleaseConflict,
+    SessionStore,
+    StaleBatcher,
+)
 from session_store.records import open_session, open_session_body, session_body, stored_session
 from session_store.timestamps import from_micros, to_micros
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates from the previous version; statements are idempotent so that a run cut
 # short can simply be repeated.
@@ -72,6 +79,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             ON open_sessions (partition, last_seen_us, session_id) WHERE closed_us IS NULL""",
         """CREATE INDEX IF NOT EXISTS open_sessions_tombstones
             ON open_sessions (closed_us) WHERE closed_us IS NOT NULL""",
+    ),
+    # Announcements live in the store, beside the close they follow (ALTER runs inside the same
+    # transaction as the user_version bump, so a cut-short run leaves version 1 and is repeated).
+    2: (
+        "ALTER TABLE batches ADD COLUMN announced_us INTEGER",
+        # Batches closed before this version were announced under the old rule: a takeover after
+        # the upgrade must not announce the whole history again.
+        "UPDATE batches SET announced_us = closed_us WHERE status = 'closed'",
+        # One row: the newest batcher epoch; the batcher's writes check it in their own transaction.
+        "CREATE TABLE IF NOT EXISTS batcher (scope TEXT PRIMARY KEY, epoch INTEGER NOT NULL)",
+        """CREATE INDEX IF NOT EXISTS batches_unannounced
+            ON batches (closed_us, batch_id) WHERE status = 'closed' AND announced_us IS NULL""",
     ),
 }
 
@@ -165,12 +184,28 @@ class SqliteSessionStore(SessionStore):
         return SCHEMA_VERSION
 
     # --- sessions -----------------------------------------------------------------------------------
-    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession]) -> int:
+    def claim_batcher(self) -> int:
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO batcher (scope, epoch) VALUES ('batcher', 1) "
+                "ON CONFLICT (scope) DO UPDATE SET epoch = epoch + 1"
+            )
+            return connection.execute("SELECT epoch FROM batcher WHERE scope = 'batcher'").fetchone()[0]
+
+    def _require_epoch(self, connection: sqlite3.Connection, epoch: int | None) -> None:
+        if epoch is None:
+            return
+        row = connection.execute("SELECT epoch FROM batcher WHERE scope = 'batcher'").fetchone()
+        if row is None or row[0] != epoch:
+            raise StaleBatcher(f"batcher epoch {epoch} is stale (newest: {row[0] if row else None})")
+
+    def put_sessions(self, batch_id: str, sessions: Iterable[ClosedSession], *, epoch: int | None = None) -> int:
         rows = [
             (s.session_id, batch_id, to_micros(s.created_at), to_micros(s.closed_at), session_body(s))
             for s in sessions
         ]
         with self._write() as connection:
+            self._require_epoch(connection, epoch)
             self._require_open(connection, batch_id)
             before = connection.total_changes
             connection.executemany(
@@ -226,9 +261,11 @@ class SqliteSessionStore(SessionStore):
         return None if row is None else _batch_record(row)
 
     def close_batch(
-        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None
+        self, batch_id: str, closed_at: datetime, reason: BatchCloseReason, release_id: str | None = None,
+        *, epoch: int | None = None,
     ) -> BatchRecord:
         with self._write() as connection:
+            self._require_epoch(connection, epoch)
             current = self._batch(connection, batch_id)
             if current is None:
                 raise BatchNotFound(batch_id)
@@ -261,6 +298,30 @@ class SqliteSessionStore(SessionStore):
         rows = self._connection().execute(
             f"SELECT {_BATCH_COLUMNS} FROM batches {where} ORDER BY opened_us DESC, rowid DESC LIMIT ?",
             (*params, limit),
+        ).fetchall()
+        return [_batch_record(row) for row in rows]
+
+    def mark_announced(self, batch_id: str, announced_at: datetime) -> bool:
+        with self._write() as connection:
+            row = connection.execute(
+                "SELECT status, announced_us FROM batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            if row is None:
+                raise BatchNotFound(batch_id)
+            if row[0] != BatchStatus.closed.value:
+                raise BatchNotClosed(f"batch {batch_id!r} is {row[0]}")
+            if row[1] is not None:
+                return False
+            connection.execute(
+                "UPDATE batches SET announced_us = ? WHERE batch_id = ?", (to_micros(announced_at), batch_id)
+            )
+            return True
+
+    def list_unannounced(self, limit: int = 1000) -> list[BatchRecord]:
+        rows = self._connection().execute(
+            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status = 'closed' AND announced_us IS NULL "
+            "ORDER BY closed_us, batch_id LIMIT ?",
+            (limit,),
         ).fetchall()
         return [_batch_record(row) for row in rows]
 

@@ -10,5 +10,5 @@
 - ``replay``: raw events of a time range re-sessionized, by the same rules, into a new batch;
 - ``dead_letters``, ``metrics``, ``gc_pause``: the small pieces they share.
 
-Depends on ``schemas`` and ``session_store`` only.
+Depends on ``schemas``, ``session_store`` and ``ingest.partitioner`` (the key → partition rule) only.
 """

@@ -33,8 +33,9 @@ from schemas.base import ContractError, utc_now
 from schemas.sessions import BatchRecord, BatchStatus
 from schemas.settings import Settings
 from schemas.tasks import ReleaseBatch, parse_task_command
-from session_store.base import SessionStore
-from stream_processors.announcements import announced_batch_ids, batch_closed, unannounced
+from session_store.base import SessionStore, StaleBatcher
+from schemas.faults import crash_point
+from stream_processors.announcements import batch_closed
 from stream_processors.batcher import Batcher
 from stream_processors.dead_letters import dead_letter_headers
 from stream_processors.gc_pause import gc_paused
@@ -142,20 +143,25 @@ def create_app(
     async def announce(record: BatchRecord) -> None:
         closed = batch_closed(record)
         sent = await batches_topic.send(key=closed.batch_id.encode(), value=closed.model_dump_json().encode(), force=True)
-        await sent  # delivered: only now may the next step rely on it
+        await sent  # acknowledged: only now may the store say so
+        crash_point("batcher.announce")
+        await in_store_thread(store.mark_announced, closed.batch_id, utc_now())
         metrics.batcher["batches_announced"] += 1
         log.info("announced batch %s (%d sessions, %s)", closed.batch_id, closed.session_count, closed.close_reason)
 
     async def take_over() -> None:
         """This worker now owns the open batch: pick it up, and announce what a crash left unsaid."""
-        await in_store_thread(batcher.resume)
-        # The newest thousand closed batches: anything older was announced long ago.
-        closed = await in_store_thread(lambda: store.list_batches(BatchStatus.closed, limit=1000))
-        if closed:
-            seen = await in_store_thread(announced_batch_ids, bootstrap, topics.batches.name, topics.batches.partitions)
-            for record in unannounced(closed, seen):
-                log.warning("batch %s was closed but never announced (a crash?); announcing it now", record.batch_id)
-                await announce(record)
+        await in_store_thread(batcher.resume)  # stale open batches it closes are announced just below
+        # Exactly the closed batches the store has not marked announced: a crash between the
+        # close and the broker's ack, or between the ack and the mark (then the same key and
+        # value go out again, and compaction keeps one).
+        for record in await in_store_thread(store.list_unannounced):
+            if record.close_reason == "replay":
+                # `replay` announces its own batch (or, with --no-train, on purpose not at all).
+                await in_store_thread(store.mark_announced, record.batch_id, utc_now())
+                continue
+            log.warning("batch %s was closed but not marked announced (a crash?); announcing it now", record.batch_id)
+            await announce(record)
         owner.ready = True
 
     @app.agent(sessions_topic, concurrency=1)
@@ -176,8 +182,16 @@ def create_app(
                     closed = await in_store_thread(batcher.release, record.release_id, now)
                 else:
                     closed = await in_store_thread(batcher.check_age, now)
+                if closed:
+                    crash_point("batcher.batch_close")
                 for batch in closed:
                     await announce(batch)
+            except StaleBatcher:
+                # Another worker took the batch over during a rebalance: this one must not write;
+                # it takes over again (with a newer epoch) if the partition comes back.
+                log.warning("a newer batcher owns the batch; this worker stops writing to it")
+                owner.ready = False
+                continue
             except Exception as error:
                 # The store or the broker failed: stop the worker rather than ack what was not done;
                 # a restart replays from the last committed offset.

@@ -27,7 +27,8 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from schemas.sessions import BatchCloseReason, BatchRecord, ClosedSession
+from schemas.base import utc_now
+from schemas.sessions import BatchCloseReason, BatchRecord, BatchStatus, ClosedSession
 from stream_processors.records import EncodedSession
 from session_store.base import BatchNotFound, BatchNotOpen, ReleaseConflict, SessionStore
 
@@ -53,9 +54,25 @@ class Batcher:
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.open: BatchRecord | None = None
         self.count = 0
+        self.epoch: int | None = None
 
-    def resume(self) -> None:
-        """Pick up the open batch from the store (at start, or after the partition came back)."""
+    def resume(self, now: datetime | None = None) -> list[BatchRecord]:
+        """Take over (at start, or after the partition came back): claim a new epoch, so that a
+        batcher still writing from before the rebalance is refused (StaleBatcher), pick up the
+        open batch, and close any other open batch with sessions in it (a second batch that two
+        overlapping batchers opened would otherwise stay open for ever). Returns what it closed."""
+        self.epoch = self.store.claim_batcher()
+        self._reload()
+        closed: list[BatchRecord] = []
+        for stale in self.store.list_batches(BatchStatus.open, limit=100):
+            if self.open is not None and stale.batch_id == self.open.batch_id:
+                continue
+            if self.store.count_sessions(stale.batch_id):
+                log.warning("closing batch %s, left open by an earlier batcher", stale.batch_id)
+                closed.append(self.store.close_batch(stale.batch_id, now or utc_now(), "age", epoch=self.epoch))
+        return closed
+
+    def _reload(self) -> None:
         self.open = self.store.get_open_batch()
         self.count = self.store.count_sessions(self.open.batch_id) if self.open else 0
         if self.open:
@@ -73,12 +90,12 @@ class Batcher:
             room = self.max_sessions - self.count
             chunk, pending = pending[:room], pending[room:]
             try:
-                added = self.store.put_sessions(self.open.batch_id, chunk)
+                added = self.store.put_sessions(self.open.batch_id, chunk, epoch=self.epoch)
             except (BatchNotOpen, BatchNotFound):
-                # Closed behind our back (another batcher during a rebalance, an operator): go on in
-                # a batch that is open, and put this chunk there.
+                # Closed behind our back (an operator, a takeover): go on in a batch that is
+                # open, and put this chunk there.
                 log.warning("batch %s is no longer open; continuing in a new one", self.open.batch_id)
-                self.resume()
+                self._reload()
                 pending = chunk + pending
                 continue
             self.count += added
@@ -118,7 +135,7 @@ class Batcher:
 
     def _close(self, now: datetime, reason: BatchCloseReason, release_id: str | None = None) -> BatchRecord:
         assert self.open is not None
-        record = self.store.close_batch(self.open.batch_id, now, reason, release_id)
+        record = self.store.close_batch(self.open.batch_id, now, reason, release_id, epoch=self.epoch)
         self.open, self.count = None, 0
         self.counters[f"batches_closed_{reason}"] += 1
         log.info("closed batch %s (%s) with %d session(s)", record.batch_id, reason, record.session_count)

@@ -31,6 +31,7 @@ does one thing at a time, so the idle scan never races a batch.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -40,7 +41,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from ingest.partitioner import KAFKA_PARTITIONER, partition_for
 from schemas.base import utc_now
+from schemas.faults import crash_point
 from schemas.sessions import ClosedSession, OpenSession
 from schemas.topics import TopicRegistry
 from session_store.base import SessionStore
@@ -60,6 +63,11 @@ class DeliveryFailed(RuntimeError):
     """The broker did not take what a batch produced: its offsets must not be committed."""
 
 
+# Room a record needs besides its value: key, dead-letter headers (the reason is cut at 2000
+# characters), record and batch framing.
+_RECORD_OVERHEAD = 64 * 1024
+
+
 class SessionizerLoop:
     def __init__(
         self,
@@ -70,6 +78,8 @@ class SessionizerLoop:
         rules: SessionRules,
         group_id: str,
         max_event_bytes: int = 1 << 20,
+        max_record_bytes: int | None = None,
+        max_attempts: int = 3,
         batch_events: int = 20_000,
         poll_timeout_s: float = 0.2,
         idle_scan_s: float | None = None,
@@ -83,6 +93,8 @@ class SessionizerLoop:
         self.store = store
         self.rules = rules
         self.max_event_bytes = max_event_bytes
+        self.max_attempts = max_attempts
+        self.partitions = topics.clickstream.partitions
         self.batch_events = batch_events
         self.poll_timeout_s = poll_timeout_s
         gap_s = rules.gap.total_seconds()
@@ -109,10 +121,13 @@ class SessionizerLoop:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
-            # A closed session may be as big as its search, which may be max_event_bytes.
-            "message.max.bytes": max(4 << 20, 2 * max_event_bytes),
+            # The topics' max.message.bytes: nothing this loop produces may be refused by the broker.
+            "message.max.bytes": max_record_bytes or topics.max_message_bytes,
         }
-        self._max_session_bytes = self._producer_config["message.max.bytes"] - 64 * 1024  # room for the index
+        # Every value this loop produces is at most this (sessions records, dead letters, late
+        # events): a bigger one is split, trimmed with a marker or dead-lettered, never produced.
+        self._max_value_bytes = self._producer_config["message.max.bytes"] - _RECORD_OVERHEAD
+        self._max_session_bytes = self._max_value_bytes - 16 * 1024  # room for the record's index line
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
 
@@ -135,14 +150,14 @@ class SessionizerLoop:
                 messages = self._consumer.consume(self.batch_events, timeout=self.poll_timeout_s)
                 if messages:
                     with gc_paused():
-                        self.process(messages)
+                        self.process_guarded(messages)
                 # A full read means a backlog (a restart after downtime, a burst): the events still
                 # in it may belong to sessions that look idle by wall clock, so idle closing waits
                 # until the loop keeps up again; meanwhile gaps are caught in event time.
                 caught_up = len(messages) < self.batch_events
                 if caught_up and time.monotonic() >= next_idle_scan:
                     with gc_paused():
-                        self.close_idle_sessions(utc_now())
+                        self._close_idle_guarded(utc_now())
                     next_idle_scan = time.monotonic() + self.idle_scan_s
                 if time.monotonic() >= next_purge:
                     purged = self.store.purge_tombstones(utc_now() - self.tombstone_ttl)
@@ -165,9 +180,9 @@ class SessionizerLoop:
     def process(self, messages: list[Message], now: datetime | None = None) -> None:
         now = now or utc_now()
         counters = self.counters
-        check, max_bytes = check_raw_event, self.max_event_bytes
+        check, max_bytes, partitions = check_raw_event, self.max_event_bytes, self.partitions
         by_session: dict[str, list[Arrival[Message]]] = {}
-        partition_of: dict[str, int] = {}
+        partition_of: dict[str, int] = {}  # the partition each session's key belongs on
         next_offsets: dict[int, int] = {}
         for message in messages:
             if message.error() is not None:
@@ -181,10 +196,15 @@ class SessionizerLoop:
                 self._dead_letter(message, event)
                 continue
             session_id = event.session_id
+            home = partition_of.get(session_id)
+            if home is None:  # one hash per session and batch, not per event
+                home = partition_of[session_id] = partition_for(message.key(), partitions)
+            if partition != home:
+                self._dead_letter(message, self._misrouted(partition, home))
+                continue
             arrivals = by_session.get(session_id)
             if arrivals is None:
                 by_session[session_id] = arrivals = []
-                partition_of[session_id] = partition
             arrivals.append((event, offset, message))  # an Arrival, as a plain tuple
         counters["events_in"] += len(messages)
 
@@ -192,17 +212,110 @@ class SessionizerLoop:
         changed: list[OpenSession] = []
         closed: list[ClosedSession] = []
         for session_id, arrivals in by_session.items():
-            outcome = apply_events(
-                states.get(session_id), arrivals, session_id=session_id, partition=partition_of[session_id],
-                now=now, rules=self.rules,
-            )
+            try:
+                outcome = apply_events(
+                    states.get(session_id), arrivals, session_id=session_id, partition=partition_of[session_id],
+                    now=now, rules=self.rules,
+                )
+            except Exception as error:  # one session's trouble must not hold up the others
+                why = f"sessionizer failed on session {session_id!r}: {type(error).__name__}: {error}"
+                for _, _, message in arrivals:
+                    self._dead_letter(message, why)
+                continue
             self._collect(outcome, changed, closed)
         self._send_sessions(closed)
         self._flush()
-        if changed:
-            self.store.save_open_sessions(changed)
+        crash_point("sessionizer.after_produce")
+        self._save_states(changed)
+        crash_point("sessionizer.after_save")
         self._commit(next_offsets)
         counters["batches"] += 1
+
+    def process_guarded(self, messages: list[Message], attempts: int | None = None) -> None:
+        """``process``, with whatever keeps failing isolated: the batch is tried ``max_attempts``
+        times, then in halves, down to single records; a record that fails ``max_attempts`` times
+        in a row goes to the dead-letter topic with the last error, and the loop goes on.
+
+        Broker trouble (``DeliveryFailed``) and a store that does not answer at all are not the
+        records' fault: they stop the worker, and a restart replays from the last commit."""
+        # The whole batch and a single record get every attempt; the halves in between one each.
+        attempts = attempts or self.max_attempts
+        last: Exception | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                self.process(messages)
+                return
+            except DeliveryFailed:
+                raise
+            except Exception as error:
+                last = error
+                self.counters["batch_failures"] += 1
+                log.warning("batch of %d record(s) failed (attempt %d of %d): %r", len(messages), attempt,
+                            attempts, error)
+                self._delivery_errors = []
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+        assert last is not None
+        self._require_store(last)
+        if len(messages) > 1:
+            middle = len(messages) // 2
+            for half in (messages[:middle], messages[middle:]):
+                self.process_guarded(half, None if len(half) == 1 else 1)
+            return
+        (message,) = messages
+        self._dead_letter(message, f"failed {attempts} times in a row: {type(last).__name__}: {last}")
+        self._flush()
+        self._commit({message.partition(): message.offset() + 1})
+
+    def _misrouted(self, partition: int, home: int) -> str:
+        return (
+            f"misrouted: on partition {partition}, but its key belongs on partition {home} of {self.partitions} "
+            f"(Kafka's murmur2 rule), where the rest of its session is; set the producer's "
+            f"partitioner={KAFKA_PARTITIONER} (librdkafka's default, consistent_random, places keys elsewhere), "
+            "or use the producer SDK, which does"
+        )
+
+    def _require_store(self, error: Exception) -> None:
+        """Re-raise ``error`` unless the store answers a read: when it does not, the trouble is the
+        store's, not the records', and nothing may be dead-lettered for it."""
+        try:
+            self.store.load_open_sessions(["\x00probe"])
+        except Exception:
+            log.critical("the session store does not answer; stopping (%r)", error)
+            raise error
+
+    def _save_states(self, states: list[OpenSession]) -> None:
+        """Save in one call; if the store refuses, find the states it refuses and dead-letter them."""
+        if not states:
+            return
+        try:
+            self.store.save_open_sessions(states)
+            return
+        except Exception as error:
+            first = error
+        refused: list[tuple[OpenSession, Exception]] = []
+        for state in states:
+            try:
+                self.store.save_open_sessions([state])
+            except Exception as error:
+                refused.append((state, error))
+        if len(refused) == len(states):
+            self._require_store(first)
+        for state, error in refused:
+            self.counters["states_refused"] += 1
+            self._dead_letter_state(
+                state, f"the session store refused this session's state ({type(error).__name__}: {error}); "
+                "its events are in this record and will not be stored")
+        self._flush()
+
+    def _close_idle_guarded(self, now: datetime) -> None:
+        try:
+            self.close_idle_sessions(now)
+        except DeliveryFailed:
+            raise
+        except Exception as error:  # the next scan tries again; a store that is gone stops the worker
+            self.counters["idle_scan_failures"] += 1
+            log.error("idle scan failed: %r", error)
+            self._require_store(error)
 
     def close_idle_sessions(self, now: datetime) -> int:
         """Close the quiet open sessions of this loop's partitions; returns how many."""
@@ -214,10 +327,16 @@ class SessionizerLoop:
             changed: list[OpenSession] = []
             closed: list[ClosedSession] = []
             for state in chunk:
-                self._collect(close_idle(state, now=now), changed, closed)
+                try:
+                    outcome = close_idle(state, now=now)
+                except Exception as error:
+                    self._dead_letter_state(state, f"idle close failed: {type(error).__name__}: {error}")
+                    continue
+                self._collect(outcome, changed, closed)
             self._send_sessions(closed)
             self._flush()
-            self.store.save_open_sessions(changed)
+            crash_point("sessionizer.idle_close")
+            self._save_states(changed)
             total += len(chunk)
         if total:
             self.counters["idle_closed"] += total
@@ -267,8 +386,13 @@ class SessionizerLoop:
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         self.counters["dead_letters"] += 1
+        value = message.value()
+        if value is not None and len(value) > self._max_value_bytes:
+            # Only a broker that does not enforce max.message.bytes delivers such a record.
+            reason += f"; value of {len(value)} bytes not kept: over the {self._max_value_bytes} a record may carry"
+            value = None
         headers = dead_letter_headers(reason, message.topic(), message.partition(), message.offset())
-        self._produce(self.topics.clickstream_dlq.name, message.key(), message.value(), headers)
+        self._produce(self.topics.clickstream_dlq.name, message.key(), value, headers)
 
     def _dead_letter_orphan(self, state: OpenSession, reason: str) -> None:
         # The session's events came in several records, so there are no single original bytes to
@@ -276,9 +400,22 @@ class SessionizerLoop:
         self.counters["orphan_sessions"] += 1
         why = (f"session closed ({reason}) without a search: {len(state.events)} interaction(s) held, "
                "nothing to train on")
+        self._dead_letter_state(state, why)
+
+    def _dead_letter_state(self, state: OpenSession, why: str) -> None:
+        """A session's state in the dead-letter topic; one too big for a record keeps its event
+        ids only, and the reason says so (50 interactions of 100 KB each make a 5 MB state)."""
+        value = state.model_dump_json().encode()
+        if len(value) > self._max_value_bytes:
+            self.counters["dead_letters_trimmed"] += 1
+            why += (f"; trimmed: the {len(value)}-byte state is over the {self._max_value_bytes} a record may "
+                    "carry, so the value keeps the session's event ids only")
+            value = json.dumps({
+                "trimmed": True, "session_id": state.session_id, "state_bytes": len(value),
+                "has_search": state.search is not None, "event_ids": [e.event_id for e in state.events],
+            }).encode()[: self._max_value_bytes]
         headers = dead_letter_headers(why, self.topics.clickstream.name, state.partition, state.applied_offset)
-        self._produce(self.topics.clickstream_dlq.name, state.session_id.encode(),
-                      state.model_dump_json().encode(), headers)
+        self._produce(self.topics.clickstream_dlq.name, state.session_id.encode(), value, headers)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:

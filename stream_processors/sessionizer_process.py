@@ -40,7 +40,8 @@ def build_sessionizer(
         bootstrap=bootstrap, topics=topics, store=store, group_id=group_id,
         rules=SessionRules.from_seconds(settings.session_gap_s, settings.session_max_events,
                                         settings.session_max_duration_s),
-        max_event_bytes=settings.max_event_bytes, batch_events=settings.sessionizer_batch_events,
+        max_event_bytes=settings.max_event_bytes, max_record_bytes=settings.max_record_bytes,
+        max_attempts=settings.sessionizer_max_attempts, batch_events=settings.sessionizer_batch_events,
         tombstone_ttl_s=settings.session_tombstone_ttl_s, session_timeout_s=settings.stream_session_timeout_s,
         heartbeat_interval_s=settings.stream_heartbeat_interval_s, metrics=metrics,
     )

@@ -20,7 +20,9 @@ def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_init_creates_the_store_then_batches_lists_none(store_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["store", "init"]) == 0
-    assert "schema version 1" in capsys.readouterr().out
+    from session_store.sqlite_store import SCHEMA_VERSION
+
+    assert f"schema version {SCHEMA_VERSION}" in capsys.readouterr().out
     assert store_path.exists()
 
     assert main(["store", "batches"]) == 0

@@ -11,7 +11,14 @@ from datetime import timedelta, timezone
 import pytest
 
 from schemas.sessions import BatchStatus, StoredSession
-from session_store import BatchNotFound, BatchNotOpen, ReleaseConflict, SessionStore
+from session_store import (
+    BatchNotClosed,
+    BatchNotFound,
+    BatchNotOpen,
+    ReleaseConflict,
+    SessionStore,
+    StaleBatcher,
+)
 from tests.fixtures.stores import at, make_open_session, make_session
 
 
@@ -258,3 +265,46 @@ def test_empty_calls_are_harmless(session_store: SessionStore):
     assert session_store.put_sessions("b1", []) == 0
     session_store.save_open_sessions([])
     assert session_store.load_open_sessions([]) == {}
+
+
+# --- announcements -------------------------------------------------------------------------------
+def test_closed_batches_are_unannounced_oldest_close_first_until_marked(session_store: SessionStore):
+    for name, closed_at in (("b-late", 30), ("b-early", 10), ("b-mid", 20)):
+        session_store.open_batch(name, at(0))
+        session_store.close_batch(name, at(closed_at), "size")
+    session_store.open_batch("b-open", at(40))
+    assert ids_of(session_store.list_unannounced()) == ["b-early", "b-mid", "b-late"]
+
+    assert session_store.mark_announced("b-mid", at(50)) is True
+    assert session_store.mark_announced("b-mid", at(60)) is False  # marked once; a repeat says so
+    assert ids_of(session_store.list_unannounced()) == ["b-early", "b-late"]
+    assert ids_of(session_store.list_unannounced(limit=1)) == ["b-early"]
+
+
+def test_only_a_closed_batch_can_be_marked_announced(session_store: SessionStore):
+    session_store.open_batch("b-open", at(0))
+    with pytest.raises(BatchNotClosed):
+        session_store.mark_announced("b-open", at(1))
+    with pytest.raises(BatchNotFound):
+        session_store.mark_announced("b-nowhere", at(1))
+    assert session_store.list_unannounced() == []
+
+
+def ids_of(batches) -> list[str]:
+    return [b.batch_id for b in batches]
+
+
+# --- one writer per batch -----------------------------------------------------------------------
+def test_a_stale_batcher_epoch_is_refused_and_writes_nothing(session_store: SessionStore):
+    old = session_store.claim_batcher()
+    session_store.open_batch("b1", at(0))
+    assert session_store.put_sessions("b1", [make_session("s1")], epoch=old) == 1
+    new = session_store.claim_batcher()
+    assert new > old
+    with pytest.raises(StaleBatcher):
+        session_store.put_sessions("b1", [make_session("s2")], epoch=old)
+    with pytest.raises(StaleBatcher):
+        session_store.close_batch("b1", at(5), "size", epoch=old)
+    assert session_store.get_session("s2") is None and session_store.get_batch("b1").status is BatchStatus.open
+    assert session_store.put_sessions("b1", [make_session("s2")], epoch=new) == 1
+    assert session_store.close_batch("b1", at(6), "size", epoch=new).session_count == 2

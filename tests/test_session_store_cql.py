@@ -23,7 +23,7 @@ from session_store.cassandra_store import (
 )
 from session_store.records import stable_bucket
 
-LWT_ONLY = {"batches", "batch_by_release"}
+LWT_ONLY = {"batches", "batch_by_release", "session_batch", "batcher"}
 
 
 @dataclass
@@ -63,7 +63,16 @@ def parse_create_table(ddl: str) -> tuple[str, Table]:
 
 def all_tables() -> dict[str, Table]:
     ddl = [MIGRATIONS_TABLE] + [statement for _, statements in MIGRATIONS.values() for statement in statements]
-    return dict(parse_create_table(statement) for statement in ddl)
+    tables: dict[str, Table] = {}
+    for statement in ddl:
+        if added := re.fullmatch(r"\s*ALTER TABLE (\w+) ADD (\w+) (\w+)\s*", statement):
+            table, column, kind = added.groups()
+            assert table in tables and column not in tables[table].columns, statement
+            tables[table].columns[column] = kind
+            continue
+        name, table = parse_create_table(statement)
+        tables[name] = table
+    return tables
 
 
 def parse_dml(cql: str) -> tuple[str, str, list[str], list[str], list[str]]:
@@ -72,7 +81,7 @@ def parse_dml(cql: str) -> tuple[str, str, list[str], list[str], list[str]]:
         selected, table, where = m.groups()
         read = [] if selected == "COUNT(*)" else [c.strip() for c in selected.split(",")]
         return "SELECT", table, read, _conditions(where), []
-    if m := re.fullmatch(r"INSERT INTO (\w+) \(([^)]*)\) VALUES \(([^)]*)\)( IF NOT EXISTS)?", cql):
+    if m := re.fullmatch(r"INSERT INTO (\w+) \(([^)]*)\) VALUES \(([^)]*)\)( IF NOT EXISTS)?(?: USING TTL \?)?", cql):
         table, columns, values, lwt = m.groups()
         names = [c.strip() for c in columns.split(",")]
         assert len(names) == len(values.split(",")), f"column and value counts differ: {cql}"
@@ -90,7 +99,7 @@ def parse_dml(cql: str) -> tuple[str, str, list[str], list[str], list[str]]:
 def _conditions(text: str) -> list[str]:
     found = []
     for part in filter(None, (p.strip() for p in text.split(" AND "))):
-        m = re.fullmatch(r"(\w+) = (\?|'[^']*')", part)
+        m = re.fullmatch(r"(\w+) = (\?|'[^']*'|null)", part)
         assert m, f"only equality restrictions are expected, got {part!r}"
         found.append(m.group(1))
     return found
@@ -179,3 +188,34 @@ def test_cassandra_url_defaults():
 def test_malformed_cassandra_urls_are_refused(bad: str):
     with pytest.raises(ValueError):
         parse_cassandra_url(bad)
+
+
+# --- Cassandra's own grammar (cqlsh's cqlshlib) ---------------------------------------------------
+def cqlsh_accepts(cql: str) -> bool:
+    """True when cqlsh's CQL grammar consumes the whole statement. Its lexer has no bind marker:
+    each ``?`` becomes a literal (``IN ?`` a parenthesised one)."""
+    from cqlshlib.cql3handling import CqlRuleSet
+
+    literal = re.sub(r"IN \?", "IN (1)", cql).replace("?", "1")
+    return any(not context.remainder for context in CqlRuleSet.cql_parse(literal + ";"))
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_every_statement_the_store_prepares_parses_with_cassandras_grammar(name: str):
+    assert cqlsh_accepts(STATEMENTS[name]), STATEMENTS[name]
+
+
+@pytest.mark.parametrize("broken", [
+    "SELECT batch_id FROM WHERE batch_id = ?",
+    "UPDATE batches SET status = 'closed' WHERE batch_id = ? IF",
+    "INSERT INTO batches (batch_id, status) VALUES (?, ?) IF EXISTS NOT",
+    "DELETE open_sessions WHERE session_id = ?",
+    "INSERT INTO open_sessions (session_id) VALUES (?) USING TTL",
+])
+def test_the_grammar_check_rejects_a_broken_statement(broken: str):
+    assert not cqlsh_accepts(broken)
+
+
+def test_tombstones_expire_by_ttl_and_open_states_do_not():
+    assert "USING TTL ?" in STATEMENTS["upsert_tombstone"] and "USING TTL ?" in STATEMENTS["upsert_tombstone_index"]
+    assert "TTL" not in STATEMENTS["upsert_open_session"] and "TTL" not in STATEMENTS["upsert_open_index"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from session_store import open_store
+from session_store.timestamps import from_micros
 from session_store.sqlite_store import SCHEMA_VERSION, SqliteSessionStore, path_from_url
 from tests.fixtures.stores import at, make_session
 
@@ -180,3 +181,22 @@ def test_open_store_names_the_known_schemes_for_an_unknown_one():
     with pytest.raises(ValueError, match="sqlite, cassandra") as error:
         open_store("mongodb://user:secret@host/db")
     assert "secret" not in str(error.value)
+
+
+def test_upgrading_a_version_1_store_keeps_its_batches_and_marks_the_closed_ones_announced(tmp_path: Path):
+    import sqlite3
+
+    from session_store.sqlite_store import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:  # a store as version 1 left it
+        for statement in MIGRATIONS[1]:
+            db.execute(statement)
+        db.execute("INSERT INTO batches (batch_id, status, opened_us, closed_us, close_reason) "
+                   "VALUES ('old-closed', 'closed', 1, 2, 'size'), ('old-open', 'open', 3, NULL, NULL)")
+        db.execute("PRAGMA user_version = 1")
+    with SqliteSessionStore(path) as store:
+        assert {b.batch_id for b in store.list_batches()} == {"old-closed", "old-open"}
+        assert store.list_unannounced() == []  # announced under the old rule: not again
+        store.close_batch("old-open", from_micros(10), "age")
+        assert [b.batch_id for b in store.list_unannounced()] == ["old-open"]

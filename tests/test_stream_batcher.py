@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from schemas.sessions import BatchStatus
+from session_store import StaleBatcher
 from session_store.sqlite_store import SqliteSessionStore
-from stream_processors.announcements import unannounced
 from stream_processors.batcher import Batcher
 from stream_processors.records import (
     AgeCheck,
@@ -111,14 +111,6 @@ def test_commands_for_the_batcher_round_trip():
         parse_batcher_input(b'{"kind": "something else"}')
 
 
-def test_unannounced_batches_come_oldest_first(store):
-    b = batcher(store, max_sessions=1)
-    first, second, third = (b.add(sessions(i), at(n))[0] for n, i in enumerate("abc"))
-    assert [r.batch_id for r in unannounced([third, second, first], {second.batch_id})] == [
-        first.batch_id, third.batch_id]
-    assert {r.status for r in store.list_batches()} == {BatchStatus.closed}
-
-
 def test_a_session_too_big_for_any_record_is_handed_back_not_sent():
     small, big = make_session("small"), make_session("big", results=200)
     refused = []
@@ -126,3 +118,20 @@ def test_a_session_too_big_for_any_record_is_handed_back_not_sent():
                                    max_session_bytes=5000))
     assert [s.session_id for r in records for s in parse_batcher_input(r).sessions] == ["small"]
     assert [sid for sid, _ in refused] == ["big"] and refused[0][1] > 5000
+
+
+def test_a_takeover_fences_the_earlier_batcher_and_closes_the_batch_it_left_open(store):
+    earlier, later = batcher(store, max_sessions=100), batcher(store, max_sessions=100)
+    earlier.resume()
+    earlier.add(sessions("a"), at(0))
+    later.resume()  # a rebalance: the partition moved while `earlier` still ran
+    with pytest.raises(StaleBatcher):
+        earlier.add(sessions("b"), at(1))
+    later.add(sessions("c"), at(2))
+    # Two batches came to be open: the next takeover closes the one it does not collect into.
+    stale = store.get_open_batch().batch_id
+    store.open_batch("b-second-open", at(3))
+    store.put_sessions("b-second-open", sessions("d"))
+    closed = batcher(store, max_sessions=100).resume(at(4))
+    assert [(b.batch_id, b.session_count) for b in closed] == [(stale, 2)]  # "a" and "c"; never "b"
+    assert [b.batch_id for b in store.list_batches(BatchStatus.open)] == ["b-second-open"]

@@ -113,7 +113,7 @@ def test_a_worker_killed_mid_stream_and_restarted_stores_every_session_once_and_
         assert closed.session_count == per_batch[closed.batch_id]
 
 
-def test_a_batch_closed_but_never_announced_is_announced_once_at_start(
+def test_a_takeover_announces_exactly_the_closed_batches_the_store_has_not_marked(
     kafka_bootstrap: str, topics: TopicRegistry, worker_factory
 ):
     worker = worker_factory(sessionizer_processes=0)
@@ -123,6 +123,10 @@ def test_a_batch_closed_but_never_announced_is_announced_once_at_start(
     store.open_batch("b-orphaned-close", now)
     store.put_sessions("b-orphaned-close", [])
     store.close_batch("b-orphaned-close", now, "size")
+    # Acknowledged and marked before a crash: the store says so, whatever the topic holds.
+    store.open_batch("b-marked", now)
+    store.close_batch("b-marked", now, "size")
+    store.mark_announced("b-marked", now)
     worker.start()
     found = wait_for("the announcement", lambda: announcements(kafka_bootstrap, topics), 60, worker)
     worker.stop()
@@ -132,6 +136,7 @@ def test_a_batch_closed_but_never_announced_is_announced_once_at_start(
     assert worker.stop() == 0
     assert [a.batch_id for a in announcements(kafka_bootstrap, topics)] == ["b-orphaned-close"]
     assert found[0].close_reason == "size"
+    assert store.list_unannounced() == []
 
 
 # --- (b) malformed input ---------------------------------------------------------------------------

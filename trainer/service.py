@@ -34,7 +34,8 @@ from schemas.tasks import (
     parse_task_command,
 )
 from session_store.base import SessionStore
-from trainer.publisher import TaskEventPublisher
+from stream_processors.dead_letters import dead_letter_headers
+from trainer.publisher import PublishFailed, TaskEventPublisher
 from trainer.task_store import Task, TaskStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class TaskFailed(Exception):
 
 class TaskCanceled(Exception):
     pass
+
+
+class TrainerWorkerDied(RuntimeError):
+    """The fine-tune thread ended on an error: queued tasks would never run, so the trainer stops."""
 
 
 @dataclass
@@ -92,18 +97,21 @@ class TaskService:
         self._running: str | None = None
         self._stop = threading.Event()
         self._last_progress_publish = 0.0
+        self.worker_error: BaseException | None = None
 
     # --- life cycle -----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
         self._stop = stop or threading.Event()
         self._recover()
-        worker = threading.Thread(target=self._work, name="fine-tune", daemon=True)
+        worker = threading.Thread(target=self._work_or_report, name="fine-tune", daemon=True)
         worker.start()
         consumer = Consumer(self._consumer_config)
         consumer.subscribe([self.topics.commands.name, self.topics.batches.name])
         log.info("trainer consuming %s and %s", self.topics.commands.name, self.topics.batches.name)
         try:
             while not self._stop.is_set():
+                if not worker.is_alive():
+                    raise TrainerWorkerDied(f"the fine-tune thread died: {self.worker_error!r}") from self.worker_error
                 message = consumer.poll(0.2)
                 if message is None:
                     continue
@@ -154,7 +162,11 @@ class TaskService:
         try:
             closed = BatchClosed.model_validate_json(message.value() or b"")
         except ValueError as error:
-            log.error("unreadable BatchClosed at offset %s: %s", message.offset(), error)
+            # Kept, with the reason, rather than skipped: the batch it may name is not trained.
+            reason = f"unreadable BatchClosed: {error}"
+            log.error("%s at offset %s; dead-lettered", reason, message.offset())
+            headers = dead_letter_headers(reason, message.topic(), message.partition(), message.offset())
+            self.publisher.dead_letter(self.topics.batches_dlq.name, message.key(), message.value(), headers)
             return
         if not self.settings.auto_train or closed.close_reason == "replay":
             return  # a replay sends its own replay_batch command, with the method it asked for
@@ -189,6 +201,13 @@ class TaskService:
         self._queue.put(task_id)
 
     # --- the worker thread ------------------------------------------------------------------------
+    def _work_or_report(self) -> None:
+        try:
+            self._work()
+        except BaseException as error:  # seen by the consume loop, which stops the trainer
+            log.critical("the fine-tune thread died", exc_info=True)
+            self.worker_error = error
+
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
@@ -206,6 +225,20 @@ class TaskService:
                 self._cancel.discard(task_id)
 
     def _execute(self, task: Task) -> None:
+        try:
+            self._run_task(task)
+        except PublishFailed as error:
+            # The broker would not take this task's status: the task store keeps the truth.
+            log.error("task %s: %s", task.task_id, error)
+            current = self.tasks.get(task.task_id) or task
+            detail = f"a status of this task was not delivered, so it is not reported done: {error}"
+            updated = self.tasks.update(current, status=TaskState.error, detail=detail)
+            try:
+                self.publisher.status(updated.to_status())
+            except PublishFailed:
+                log.error("task %s: the error status was not delivered either", task.task_id)
+
+    def _run_task(self, task: Task) -> None:
         task = self._set(task, TaskState.processing, detail=None, progress=TaskProgress(stage="starting"))
         holder = {"task": task}
 
@@ -227,6 +260,9 @@ class TaskService:
                 return  # shutting down: stays processing, recovered as pending on the next start
             self._set(holder["task"], TaskState.canceled, detail="canceled while running")
         except TaskFailed as error:
+            self._set(holder["task"], TaskState.error, detail=str(error))
+        except PublishFailed as error:  # ModelReady or a release the broker never acknowledged
+            log.error("task %s: %s", task.task_id, error)
             self._set(holder["task"], TaskState.error, detail=str(error))
         except Exception as error:  # noqa: BLE001 - any failure must end the task, never hang it
             log.exception("task %s failed", task.task_id)
