@@ -37,7 +37,7 @@ from session_store.base import SessionStore, StaleBatcher
 from schemas.faults import crash_point
 from stream_processors.announcements import batch_closed
 from stream_processors.batcher import Batcher
-from stream_processors.dead_letters import dead_letter_headers
+from schemas.dead_letters import dead_letter_headers
 from stream_processors.gc_pause import gc_paused
 from stream_processors.metrics import StreamMetrics
 from stream_processors.records import (

@@ -47,7 +47,7 @@ from schemas.faults import crash_point
 from schemas.sessions import ClosedSession, OpenSession
 from schemas.topics import TopicRegistry
 from session_store.base import SessionStore
-from stream_processors.dead_letters import dead_letter_headers
+from schemas.dead_letters import dead_letter_headers
 from stream_processors.gc_pause import gc_paused
 from stream_processors.metrics import StreamMetrics
 from stream_processors.raw_events import check_raw_event

@@ -24,7 +24,7 @@ from schemas.sessions import BatchStatus
 from schemas.tasks import ReleaseBatch
 from schemas.topics import TopicRegistry
 from session_store.sqlite_store import SqliteSessionStore
-from stream_processors.dead_letters import read_dead_letter
+from schemas.dead_letters import read_dead_letter
 from tests.fixtures.broker import consume_all
 from tests.test_stream_end_to_end import WorkerProcess, announcements, live_sessions, wait_for
 from tests.test_stream_faults import send_command, send_sessions

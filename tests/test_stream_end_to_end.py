@@ -27,7 +27,7 @@ from schemas.clickstream import Interaction, SessionEnd
 from schemas.sessions import BatchStatus
 from schemas.topics import TopicRegistry
 from session_store.sqlite_store import SqliteSessionStore
-from stream_processors.dead_letters import read_dead_letter
+from schemas.dead_letters import read_dead_letter
 from tests.fixtures.broker import consume, consume_all
 
 T = TypeVar("T")

@@ -24,7 +24,7 @@ from schemas.dead_letters import DeadLetter
 from schemas.sessions import BatchStatus
 from schemas.tasks import ReleaseBatch
 from schemas.topics import TopicRegistry
-from stream_processors.dead_letters import read_dead_letter
+from schemas.dead_letters import read_dead_letter
 from tests.fixtures.broker import consume, consume_all
 from tests.test_stream_end_to_end import (  # noqa: F401  (worker_factory is a fixture)
     announcements,

@@ -19,7 +19,7 @@ from schemas.base import utc_now
 from schemas.clickstream import Interaction, SearchSession, SessionEnd
 from schemas.topics import TopicRegistry
 from session_store.sqlite_store import SqliteSessionStore
-from stream_processors.dead_letters import read_dead_letter
+from schemas.dead_letters import read_dead_letter
 from tests.fixtures.broker import consume, consume_all
 from tests.test_stream_end_to_end import stored_session_ids, wait_for, worker_factory  # noqa: F401
 from tests.test_stream_faults import ended_sessions, send_sessions

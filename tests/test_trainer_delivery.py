@@ -17,7 +17,7 @@ from embedding_studio.embedded.broker import TansuBroker
 from embedding_studio.kafka_topics import ensure_topics
 from schemas.tasks import CreateTask, TaskProgress, TaskState, TaskStatus
 from schemas.topics import TopicRegistry
-from stream_processors.dead_letters import read_dead_letter
+from schemas.dead_letters import read_dead_letter
 from tests.fixtures.broker import consume
 from tests.fixtures.trainer import TrainerHarness
 from trainer.publisher import PublishFailed, TaskEventPublisher

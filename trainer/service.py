@@ -34,7 +34,7 @@ from schemas.tasks import (
     parse_task_command,
 )
 from session_store.base import SessionStore
-from stream_processors.dead_letters import dead_letter_headers
+from schemas.dead_letters import dead_letter_headers
 from trainer.publisher import PublishFailed, TaskEventPublisher
 from trainer.task_store import Task, TaskStore
 
