@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from trainer.curriculum import epoch_examples_type, select_triples
-from trainer.evaluation import HeldOutEvaluator
+from trainer.evaluation import CatalogEvaluator
 from trainer.losses import CosineProbMarginRankingLoss, InBatchContrastiveLoss, ProbMarginRankingLoss
 from trainer.params import FineTuningParams
 from trainer.towers import EmbeddingTowers
@@ -53,7 +53,7 @@ class FineTuningModule(L.LightningModule):
         train_triples: Sequence[Triple],
         relevant: Mapping[str, frozenset[str]] | None = None,
         texts: Mapping[str, str],
-        evaluator: HeldOutEvaluator | None = None,
+        evaluator: CatalogEvaluator | None = None,
         losses: Sequence[str] = ("in_batch_contrastive",),
         batch_size: int = 16,
         epochs: int = 1,
@@ -92,7 +92,7 @@ class FineTuningModule(L.LightningModule):
         self.history: list[ValidationRecord] = []
         self.training_steps = 0
         self._epoch_losses: list[float] = []
-        self._val_scores: list[list[float]] = []
+        self._val_metrics: dict[str, float] | None = None
         self._baseline_positive: dict[tuple[str, str], float] = {}
 
     # --- optimisation -------------------------------------------------------------------------
@@ -141,8 +141,8 @@ class FineTuningModule(L.LightningModule):
         return DataLoader(triples, batch_size=self.batch_size, shuffle=True, generator=generator, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:
-        indices = list(range(len(self.evaluator))) if self.evaluator is not None else []
-        return DataLoader(indices, batch_size=self.eval_batch_size, collate_fn=list)
+        # One step: the evaluator embeds the whole item universe and searches it for every query.
+        return DataLoader([0] if self.evaluator is not None else [], batch_size=1, collate_fn=list)
 
     # --- training -------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -203,16 +203,17 @@ class FineTuningModule(L.LightningModule):
 
     # --- validation -----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_scores = []
+        self._val_metrics = None
 
-    def validation_step(self, indices: list[int], batch_idx: int) -> None:
-        self._val_scores.extend(self.evaluator.score(self.towers, indices))
+    def validation_step(self, batch: list[int], batch_idx: int) -> None:
+        snapshot = self.evaluator.embed(self.towers)
+        self._val_metrics = self.evaluator.metrics(snapshot, "validation")
 
     def on_validation_epoch_end(self) -> None:
-        if self.evaluator is None or len(self._val_scores) != len(self.evaluator):
+        if self.evaluator is None or self._val_metrics is None:
             return
-        metrics = {f"test_{name}": value for name, value in self.evaluator.metrics(self._val_scores).items()}
+        metrics = {f"val_{name}": value for name, value in self._val_metrics.items()}
+        self.log_dict(metrics, batch_size=1)
         if self._epoch_losses:
             metrics["train_loss"] = sum(self._epoch_losses) / len(self._epoch_losses)
-        self.log_dict({k: v for k, v in metrics.items() if k.startswith("test_")}, batch_size=1)
         self.history.append(ValidationRecord(self.current_epoch, self.training_steps, metrics))

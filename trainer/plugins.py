@@ -42,10 +42,13 @@ class FineTuningSettings:
     epochs: int = 3
     batch_size: int = 16
     trials: int = 4
-    main_metric: str = "test_ndcg_at_10"
-    test_fraction: float = 0.2
+    main_metric: str = "ndcg_at_10"  # over the item universe; see trainer.evaluation for the others
+    test_fraction: float = 0.2  # of the distinct queries: they decide the announcement
+    validation_fraction: float = 0.15  # of the distinct queries: they pick epochs, trials, the WiSE-FT mix
     same_query_and_items: bool = True
     seed: int = 13
+    wise_ft_alphas: tuple[float, ...] = ()  # e.g. (0.5, 0.75): mixes with the starting weights, kept if better
+    early_stopping_patience: int | None = None  # validations without improvement before a trial stops
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.examples import SessionExample
+from trainer.examples import SessionExample, normalise_query
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ class Triple:
     negative: str | None  # object id
 
 
-def query_key(query: str) -> str:
-    return " ".join(query.lower().split())
+query_key = normalise_query
 
 
 def relevant_by_query(examples: Iterable[SessionExample]) -> dict[str, frozenset[str]]:

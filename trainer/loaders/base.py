@@ -22,6 +22,11 @@ class ItemLoader(ABC):
     def load(self, object_ids: list[str]) -> dict[str, str]:
         """Texts of the ids that exist; ids that do not exist are simply absent."""
 
+    def list_ids(self) -> list[str] | None:
+        """Every id of the catalog when the source can list it (the held-out queries are then searched
+        over all of them); None when it cannot (an S3 prefix, a folder template, inline texts)."""
+        return None
+
     def load_all(self, object_ids: Iterable[str]) -> dict[str, str]:
         """Load every id in batches; raise ItemsNotFound naming any that are missing."""
         wanted = list(dict.fromkeys(object_ids))

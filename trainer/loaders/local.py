@@ -36,6 +36,9 @@ class JsonlCatalogLoader(ItemLoader):
         texts = self._catalog()
         return {object_id: texts[object_id] for object_id in object_ids if object_id in texts}
 
+    def list_ids(self) -> list[str]:
+        return list(self._catalog())
+
     def _catalog(self) -> dict[str, str]:
         if self._texts is None:
             self._texts = {}
