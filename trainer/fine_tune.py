@@ -24,6 +24,7 @@ from trainer.callbacks import FineTuneCanceled, KeepBestWeights, ProgressAndCanc
 from trainer.evaluation import CatalogEvaluator
 from trainer.examples import QuerySplit, SessionExample, build_examples, held_out_queries, split_queries
 from trainer.lightning_module import FineTuningModule, ValidationRecord
+from trainer.losses import build_losses
 from trainer.metrics import higher_is_better
 from trainer.params import FineTuningParams
 from trainer.towers import EmbeddingTowers
@@ -49,6 +50,7 @@ class TrainingSettings:
     loss: str | tuple[str, ...] = "in_batch_contrastive"
     epochs: int = 3
     batch_size: int = 16  # triples per step
+    grad_cache_chunk: int | None = None  # embed a step in chunks of this many texts (gradient caching)
     main_metric: str = "ndcg_at_10"  # a measure of trainer.evaluation; a "test_" or "val_" prefix is ignored
     test_fraction: float = 0.2  # of the distinct queries
     validation_fraction: float = 0.15  # of the distinct queries
@@ -196,8 +198,9 @@ def fine_tune(
             relevant=relevant_by_query(examples),
             texts=texts,
             evaluator=evaluator,
-            losses=settings.losses,
+            losses=build_losses(settings.losses, params),
             batch_size=settings.batch_size,
+            grad_cache_chunk=settings.grad_cache_chunk,
             epochs=settings.epochs,
             warmup_fraction=settings.warmup_fraction,
             seed=settings.seed,

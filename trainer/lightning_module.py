@@ -19,13 +19,11 @@ from torch.utils.data import DataLoader
 
 from trainer.curriculum import epoch_examples_type, select_triples
 from trainer.evaluation import CatalogEvaluator
-from trainer.losses import CosineProbMarginRankingLoss, InBatchContrastiveLoss, ProbMarginRankingLoss
+from trainer.losses import LossBatch, RankingLoss
 from trainer.params import FineTuningParams
 from trainer.towers import EmbeddingTowers
 from trainer.triples import Triple, TripleBatch, TripleCollator, relevant_by_query
 
-MARGIN_LOSSES = {"prob_margin": ProbMarginRankingLoss, "cosine_prob_margin": CosineProbMarginRankingLoss}
-LOSS_NAMES = (*MARGIN_LOSSES, "in_batch_contrastive")
 
 
 @dataclass
@@ -54,17 +52,17 @@ class FineTuningModule(L.LightningModule):
         relevant: Mapping[str, frozenset[str]] | None = None,
         texts: Mapping[str, str],
         evaluator: CatalogEvaluator | None = None,
-        losses: Sequence[str] = ("in_batch_contrastive",),
+        losses: Sequence[RankingLoss],
         batch_size: int = 16,
+        grad_cache_chunk: int | None = None,
         epochs: int = 1,
         warmup_fraction: float = 0.1,
         seed: int = 0,
         eval_batch_size: int = 32,
     ):
         super().__init__()
-        unknown = [name for name in losses if name not in LOSS_NAMES]
-        if unknown or not losses:
-            raise ValueError(f"unknown loss(es) {unknown or losses}; known: {', '.join(LOSS_NAMES)}")
+        if not losses:
+            raise ValueError("no loss to train with")
         self.automatic_optimization = False
         self.towers = towers
         self.params = params
@@ -79,16 +77,8 @@ class FineTuningModule(L.LightningModule):
         self.warmup_fraction = warmup_fraction
         self.seed = seed
         self.eval_batch_size = eval_batch_size
-        self.contrastive = InBatchContrastiveLoss() if "in_batch_contrastive" in losses else None
-        self.margin_losses = nn.ModuleList(
-            MARGIN_LOSSES[name](
-                margin=params.margin,
-                min_abs_difference=params.min_abs_difference_threshold,
-                max_abs_difference=params.max_abs_difference_threshold,
-            )
-            for name in losses
-            if name in MARGIN_LOSSES
-        )
+        self.losses = nn.ModuleList(losses)
+        self.grad_cache_chunk = grad_cache_chunk
         self.history: list[ValidationRecord] = []
         self.training_steps = 0
         self._epoch_losses: list[float] = []
@@ -163,18 +153,45 @@ class FineTuningModule(L.LightningModule):
         """The configured losses summed, and the rows' query-positive cosines."""
         queries = self.towers.encode_queries(batch.queries)
         items = self.towers.encode_items([self.texts[i] for i in batch.positives + batch.negatives])
-        positives, negatives = items[: len(batch)], items[len(batch) :]
-        positive_scores = F.cosine_similarity(queries, positives)
-        loss = queries.new_zeros(())
-        if self.contrastive is not None:
-            loss = loss + self.contrastive(queries, positives, negatives, batch.known_relevant)
-        if len(self.margin_losses) and len(batch.margin_pairs):
-            rows, columns = batch.margin_pairs[:, 0].to(self.device), batch.margin_pairs[:, 1].to(self.device)
-            pair_positive = positive_scores[rows]
-            pair_negative = F.cosine_similarity(queries[rows], negatives[columns])
-            for margin_loss in self.margin_losses:
-                loss = loss + margin_loss(pair_positive, pair_negative)
-        return loss, positive_scores
+        inputs = self._loss_batch(batch, queries, items)
+        return self._loss(inputs), inputs.positive_scores()
+
+    def _loss_batch(self, batch: TripleBatch, queries: Tensor, items: Tensor) -> LossBatch:
+        return LossBatch(queries=queries, positives=items[: len(batch)], negatives=items[len(batch):],
+                         known_relevant=batch.known_relevant, margin_pairs=batch.margin_pairs,
+                         weights=getattr(batch, "weights", None))
+
+    def _loss(self, inputs: LossBatch) -> Tensor:
+        total = inputs.queries.new_zeros(())
+        for loss in self.losses:
+            total = total + loss(inputs)
+        return total
+
+    def _cached_step(self, batch: TripleBatch) -> tuple[Tensor, Tensor]:
+        """Gradient caching: embed the step in chunks without a graph, take the loss and its gradient
+        with respect to the embeddings, then re-embed chunk by chunk with a graph and push those
+        gradients through. Memory is that of one chunk, whatever the batch; the random state of each
+        chunk is replayed so that dropout masks match between the two passes."""
+        size = self.grad_cache_chunk
+        item_texts = [self.texts[i] for i in batch.positives + batch.negatives]
+        plan = [(self.towers.encode_queries, batch.queries[i:i + size]) for i in range(0, len(batch.queries), size)]
+        plan += [(self.towers.encode_items, item_texts[i:i + size]) for i in range(0, len(item_texts), size)]
+        states, outputs = [], []
+        with torch.no_grad():
+            for encode, texts in plan:
+                states.append(torch.get_rng_state())
+                outputs.append(encode(texts))
+        n_query_chunks = math.ceil(len(batch.queries) / size)
+        queries = torch.cat(outputs[:n_query_chunks]).detach().requires_grad_()
+        items = torch.cat(outputs[n_query_chunks:]).detach().requires_grad_()
+        inputs = self._loss_batch(batch, queries, items)
+        loss = self._loss(inputs)
+        loss.backward()
+        gradients = list(torch.split(queries.grad, size)) + list(torch.split(items.grad, size))
+        for (encode, texts), state, gradient in zip(plan, states, gradients, strict=True):
+            torch.set_rng_state(state)
+            self.manual_backward((encode(texts) * gradient).sum())
+        return loss.detach(), inputs.positive_scores().detach()
 
     def training_step(self, batch: TripleBatch, batch_idx: int) -> Tensor | None:
         if len(batch) == 0:
@@ -183,8 +200,11 @@ class FineTuningModule(L.LightningModule):
         schedulers = self._as_list(self.lr_schedulers())
         for optimizer in optimizers:
             optimizer.zero_grad()
-        loss, positive_scores = self.batch_loss(batch)
-        self.manual_backward(loss)
+        if self.grad_cache_chunk and len(batch) + len(batch.negatives) > self.grad_cache_chunk:
+            loss, positive_scores = self._cached_step(batch)
+        else:
+            loss, positive_scores = self.batch_loss(batch)
+            self.manual_backward(loss)
         for optimizer in optimizers:
             self.clip_gradients(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
             optimizer.step()
