@@ -472,12 +472,9 @@ def summarise_seeds(runs: list[dict[str, object]]) -> dict[str, object]:
     return summary
 
 
-def write_results(path: Path, dataset: str, runs: list[dict[str, object]], summary: dict[str, object],
-                  argv: list[str]) -> Path:
-    import platform
+def git_commit() -> str:
+    """The commit the bench runs (read when it starts), marked when the tree had uncommitted changes."""
     import subprocess
-
-    import torch
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
@@ -486,10 +483,19 @@ def write_results(path: Path, dataset: str, runs: list[dict[str, object]], summa
                                     cwd=Path(__file__).resolve().parent, text=True, capture_output=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
+    return commit + ("+uncommitted changes" if dirty else "")
+
+
+def write_results(path: Path, dataset: str, runs: list[dict[str, object]], summary: dict[str, object],
+                  argv: list[str], commit: str) -> Path:
+    import platform
+
+    import torch
+
     record = {
         "dataset": dataset,
         "command": "python -m bench.quality " + " ".join(argv),
-        "git_commit": commit + ("+uncommitted changes" if dirty else ""),
+        "git_commit": commit,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
         "summary": summary,
@@ -581,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dataset:
         parser.error("--dataset is required (or --readme)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    commit = git_commit()
     runs: list[dict[str, object]] = []
     for seed in range(args.seed, args.seed + args.seeds):
         options = Options(max_queries=args.max_queries, trials=args.trials, epochs=args.epochs, seed=seed,
@@ -603,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in summary.items():
         print(f"{name}: {_format(value)}", flush=True)
     path = args.results or RESULTS_DIR / f"quality-{runs[0]['dataset']}.json"
-    print(f"results: {write_results(path, str(runs[0]['dataset']), runs, summary, argv)}", flush=True)
+    print(f"results: {write_results(path, str(runs[0]['dataset']), runs, summary, argv, commit)}", flush=True)
     return 0
 
 

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     )
     gate_guard_tolerance: float = Field(0.01, ge=0, description="How far the guard metric may fall (absolute).")
     gate_bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples of the test queries.")
+    click_propensity_weighting: bool = Field(
+        True, description="Weight each click by the inverse examination propensity of its position, in training "
+        "and in the held-out relevance (estimated from the batch where the engine's rankings varied)."
+    )
+    click_propensity_prior_eta: float = Field(
+        0.5, ge=0, description="Prior examination propensity 1/position**eta, for positions the batch cannot "
+        "estimate (0: every position examined)."
+    )
 
     # --- Cassandra (contract tests and cassandra:// store) -------------------------------------
     cassandra_contact_points: str | None = Field(

@@ -71,11 +71,11 @@ def test_with_rank_gaps_negatives_are_those_above_the_lowest_placed_click():
     assert ids(example.negatives) == ["a", "c"]
 
 
-def test_ranks_are_kept_exactly_as_the_engine_gave_them():
+def test_ranks_are_kept_exactly_as_the_engine_gave_them_with_each_position():
     session = make_session("s", ["x", "y", "z"], ["z"], ranks=[0.5, 7.25, 9.0])
     example = session_example(session)
-    assert example.positives == (ItemRef("z", 9.0),)
-    assert example.negatives == (ItemRef("x", 0.5), ItemRef("y", 7.25))
+    assert example.positives == (ItemRef("z", 9.0, 3),)
+    assert example.negatives == (ItemRef("x", 0.5, 1), ItemRef("y", 7.25, 2))
 
 
 def test_a_session_marked_irrelevant_keeps_the_flag_even_with_clicks():

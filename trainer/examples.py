@@ -28,6 +28,7 @@ from schemas.sessions import StoredSession
 class ItemRef:
     object_id: str
     rank: float
+    position: int = 0  # 1-based place among the session's shown results; 0 when not known
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class HeldOutSession:
 def session_example(
     session: StoredSession, *, negative_downsampling: float = 1.0, seed: int = 0
 ) -> SessionExample:
-    shown = sorted((ItemRef(r.object_id, r.rank) for r in session.search_results), key=lambda item: item.rank)
+    ordered = sorted(session.search_results, key=lambda r: r.rank)
+    shown = [ItemRef(r.object_id, r.rank, position) for position, r in enumerate(ordered, start=1)]
     if session.is_irrelevant:
         positives: list[ItemRef] = []
         negatives = shown

@@ -141,6 +141,7 @@ def fine_tune(
     The validation queries pick the epoch (and the WiSE-FT mix); the test queries are not touched
     here: ``trainer.judgement`` measures the kept model on them once, for the announcement.
     ``universe`` lists every item the validation searches over (default: every item the batch showed).
+    ``propensity(position)`` weights clicks in training and in the validation relevance (None: all 1).
     ``on_progress(epoch, epochs, step, steps)`` is called after every training step;
     ``should_stop()`` before every training and validation step, and a True raises FineTuneCanceled;
     ``on_validation(record)`` after every validation (an Optuna pruner raises from there to stop).
@@ -165,7 +166,7 @@ def fine_tune(
         log.warning("%d item(s) have no text and are left out, e.g. %s", len(missing), missing[:5])
         examples = _without(examples, set(missing))
 
-    triples = build_triples(examples)
+    triples = build_triples(examples, propensity)
     if not any(t.positive is not None for t in triples):
         raise NotEnoughData(f"the {len(split.train)} training sessions have no clicked results to learn from")
     evaluator = CatalogEvaluator({"validation": validation}, sorted(texts), texts)

@@ -42,6 +42,7 @@ from trainer.loaders.cache import CachedItemLoader
 from trainer.metrics import higher_is_better
 from trainer.params import FineTuningParams, suggest_params, validate_space
 from trainer.plugin_loader import UnknownMethod, discover_plugins
+from trainer.propensity import Propensity, estimate_propensity
 from trainer.plugins import FineTuningBuilder, FineTuningMethod, PluginContext
 from trainer.service import TaskCanceled, TaskControl, TaskFailed
 from trainer.task_store import Task
@@ -63,6 +64,7 @@ class TrialInputs:
     sessions: Sequence[StoredSession]
     experiment_id: str
     trials: int
+    propensity: Propensity | None = None  # examination by position; None: clicks unweighted
 
 
 @dataclass
@@ -113,7 +115,8 @@ class _Iteration:
         builder = self._builder(plugin, sessions)
         settings = builder.fine_tuning_settings
         training = TrainingSettings.from_settings(settings, **self.runner.training_overrides)
-        test_queries = held_out_queries(split_for(sessions, training).test)
+        propensity = self._propensity(sessions)
+        test_queries = held_out_queries(split_for(sessions, training).test, propensity)
         gate = GateSettings.from_settings(self.runner.settings)
         judged = sum(1 for q in test_queries if q.gains)
         if judged < gate.min_test_queries:
@@ -125,12 +128,21 @@ class _Iteration:
         )
         start_model = self._start_model(experiment_id)
         inputs = TrialInputs(builder, training, start_model, texts, sessions, experiment_id,
-                             min(settings.trials, _grid_size(builder.initial_params)))
+                             min(settings.trials, _grid_size(builder.initial_params)), propensity)
         best = self._search(inputs)
         try:
             return self._conclude(best, inputs, test_queries, gate)
         finally:
             shutil.rmtree(self.work_dir / "trials", ignore_errors=True)
+
+    def _propensity(self, sessions: Sequence[StoredSession]) -> Propensity | None:
+        settings = self.runner.settings
+        if not settings.click_propensity_weighting:
+            return None
+        found = estimate_propensity(sessions, prior_eta=settings.click_propensity_prior_eta)
+        log.info("task %s: examination propensity (%s): %s", self.task.task_id, found.source,
+                 ", ".join(f"{v:.2f}" for v in found.by_position))
+        return found
 
     def _plugin(self) -> FineTuningMethod:
         self._stage("loading plugin")
@@ -259,6 +271,9 @@ class _Iteration:
             TAG_METHOD: self.task.fine_tuning_method, TAG_BATCH: self.task.batch_id or "",
             TAG_TASK: self.task.task_id,
         }, run_name=f"trial {number + 1} · {params.id[:12]}")
+        if inputs.propensity is not None:
+            tracker.log_metrics(run.run_id, inputs.propensity.as_metrics(), step=0)
+            tracker.client.set_tag(run.run_id, "es.propensity", inputs.propensity.source)
         self._report(stage="training", trial=number + 1, trials=trials, epochs=inputs.training.epochs)
 
         def on_progress(epoch: int, epochs: int, step: int, steps: int) -> None:
@@ -277,7 +292,8 @@ class _Iteration:
         try:
             result = fine_tune(
                 inputs.start_model, inputs.sessions, inputs.texts, params, self.work_dir / "trials" / params.id[:16],
-                settings=inputs.training, universe=sorted(inputs.texts), on_progress=on_progress,
+                settings=inputs.training, universe=sorted(inputs.texts), propensity=inputs.propensity,
+                on_progress=on_progress,
                 should_stop=self.control.should_stop, on_validation=on_validation,
             )
         except FineTuneCanceled:
