@@ -51,6 +51,8 @@ class TrainingSettings:
     epochs: int = 3
     batch_size: int = 16  # triples per step
     grad_cache_chunk: int | None = None  # embed a step in chunks of this many texts (gradient caching)
+    mined_negatives: int = 0  # per (query, positive), mined each epoch from the universe with the current model
+    mining_window: tuple[int, int] = (10, 50)  # ranks the mined negatives are drawn from
     main_metric: str = "ndcg_at_10"  # a measure of trainer.evaluation; a "test_" or "val_" prefix is ignored
     test_fraction: float = 0.2  # of the distinct queries
     validation_fraction: float = 0.15  # of the distinct queries
@@ -67,8 +69,9 @@ class TrainingSettings:
     def from_settings(cls, settings: Any, **overrides: Any) -> TrainingSettings:
         values = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
         values = {**values, **overrides}
-        if "wise_ft_alphas" in values:
-            values["wise_ft_alphas"] = tuple(values["wise_ft_alphas"])
+        for name in ("wise_ft_alphas", "mining_window"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     @property
@@ -202,6 +205,8 @@ def fine_tune(
             losses=build_losses(settings.losses, params),
             batch_size=settings.batch_size,
             grad_cache_chunk=settings.grad_cache_chunk,
+            mined_negatives=settings.mined_negatives,
+            mining_window=tuple(settings.mining_window),
             epochs=settings.epochs,
             warmup_fraction=settings.warmup_fraction,
             seed=settings.seed,
@@ -213,7 +218,7 @@ def fine_tune(
 
             callbacks.append(EarlyStopping(monitor=monitor, mode="max" if higher_is_better(monitor) else "min",
                                            patience=settings.early_stopping_patience, check_on_train_epoch_end=False))
-        steps_per_epoch = math.ceil(len(triples) / settings.batch_size)
+        steps_per_epoch = math.ceil(len(triples) / settings.batch_size)  # mining only adds to it
         trainer = L.Trainer(
             accelerator=accelerator,
             devices=1,

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from trainer.curriculum import epoch_examples_type, select_triples
 from trainer.evaluation import CatalogEvaluator
+from trainer.mining import mine_negatives
 from trainer.losses import LossBatch, RankingLoss
 from trainer.params import FineTuningParams
 from trainer.towers import EmbeddingTowers
@@ -55,6 +56,8 @@ class FineTuningModule(L.LightningModule):
         losses: Sequence[RankingLoss],
         batch_size: int = 16,
         grad_cache_chunk: int | None = None,
+        mined_negatives: int = 0,
+        mining_window: tuple[int, int] = (10, 50),
         epochs: int = 1,
         warmup_fraction: float = 0.1,
         seed: int = 0,
@@ -79,6 +82,9 @@ class FineTuningModule(L.LightningModule):
         self.eval_batch_size = eval_batch_size
         self.losses = nn.ModuleList(losses)
         self.grad_cache_chunk = grad_cache_chunk
+        self.mined_negatives = mined_negatives
+        self.mining_window = mining_window
+        self.relevant = dict(relevant) if relevant is not None else {}
         self.history: list[ValidationRecord] = []
         self.training_steps = 0
         self._epoch_losses: list[float] = []
@@ -88,8 +94,11 @@ class FineTuningModule(L.LightningModule):
     # --- optimisation -------------------------------------------------------------------------
     @property
     def total_steps(self) -> int:
-        # An upper bound: a curriculum epoch may train on fewer triples than all of them.
-        return max(1, self.epochs * math.ceil(len(self.train_triples) / self.batch_size))
+        # An upper bound: a curriculum epoch may train on fewer triples than all of them; mined
+        # negatives add per_positive triples per (query, positive) row.
+        rows = len({(t.query, t.positive) for t in self.train_triples if t.positive is not None})
+        triples = len(self.train_triples) + self.mined_negatives * rows
+        return max(1, self.epochs * math.ceil(triples / self.batch_size))
 
     def configure_optimizers(self):
         tower_settings = [(self.towers.query_tower, self.params.query_lr, self.params.query_weight_decay)]
@@ -127,6 +136,10 @@ class FineTuningModule(L.LightningModule):
         epoch = self.current_epoch if self._trainer is not None else 0
         examples_type = epoch_examples_type(self.params.examples_order, epoch)
         triples = select_triples(self.train_triples, examples_type, self.towers, self.texts, self.params.margin)
+        if self.mined_negatives:
+            triples = triples + mine_negatives(self.towers, triples, self.texts, self.relevant,
+                                               per_positive=self.mined_negatives, window=self.mining_window,
+                                               seed=self.seed * 1000 + epoch)
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         return DataLoader(triples, batch_size=self.batch_size, shuffle=True, generator=generator, collate_fn=self.collate)
 
