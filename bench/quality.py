@@ -79,7 +79,7 @@ class QualityBenchMethod(FineTuningMethod):
                 loss={loss!r}, epochs=settings.train_epochs, batch_size=settings.train_batch_size,
                 trials=settings.train_trials, test_fraction=settings.train_test_fraction,
                 validation_fraction=settings.train_validation_fraction, seed={seed!r},
-                wise_ft_alphas={wise!r},
+                wise_ft_alphas={wise!r}, mined_negatives={mined!r}, grad_cache_chunk={chunk!r},
             ),
         )
 '''
@@ -150,6 +150,15 @@ def split_by_hash(qrels: dict[str, dict[str, float]]) -> tuple[dict, dict]:
     return train, test
 
 
+def dev_split(data: Dataset) -> Dataset:
+    """A third of the training queries (by a hash of their id) as the queries measured on; the test
+    queries are dropped, so that choosing a default never looks at them."""
+    dev = {q: j for q, j in data.train.items() if hashlib.sha256(f"dev:{q}".encode()).digest()[0] < 86}
+    train = {q: j for q, j in data.train.items() if q not in dev}
+    return Dataset(data.name, data.ids, data.texts, data.queries, train, dev,
+                   "dev split: a third of the training queries by a hash of their id (test queries unused)")
+
+
 def _judged(qrels: dict[str, dict[str, float]], queries: dict[str, str]) -> dict[str, dict[str, float]]:
     """Queries that have a text and at least one relevant document."""
     return {q: judged for q, judged in qrels.items() if q in queries and any(g > 0 for g in judged.values())}
@@ -183,7 +192,11 @@ class Options:
     trainer_validation_fraction: float = 0.15
     min_test_queries: int = 30
     wise_ft_alphas: tuple[float, ...] = ()
+    mined_negatives: int = 0
+    grad_cache_chunk: int | None = None
     oracle: bool = True
+    # Measure on a dev split of the training queries instead of the test queries: how defaults are chosen.
+    dev: bool = False
     batch_size: int = 16
     cache_dir: Path | None = DEFAULT_CACHE
     say: Callable[[str], None] | None = None  # progress lines (default: stderr)
@@ -203,6 +216,8 @@ def bench_quality(dataset_dir: str | Path, options: Options = Options()) -> Iter
     torch.manual_seed(options.seed)
     started = time.monotonic()
     data = load_dataset(dataset_dir)
+    if options.dev:
+        data = dev_split(data)
     train_ids = _first_by_hash(list(data.train), options.max_queries)
     test_queries = {q: data.queries[q] for q in data.test}
     yield "dataset", data.name
@@ -336,7 +351,7 @@ def _through_the_pipeline(data: Dataset, train_ids: list[str], base, base_index,
     plugins.mkdir()
     (plugins / "quality_bench_method.py").write_text(PLUGIN_SOURCE.format(
         name=METHOD, grid=_grid(options), loss="in_batch_contrastive", seed=13 + options.seed,
-        wise=tuple(options.wise_ft_alphas)))
+        wise=tuple(options.wise_ft_alphas), mined=options.mined_negatives, chunk=options.grad_cache_chunk))
     settings = Settings().model_copy(update={
         "data_dir": work / "es", "kafka_bootstrap": None, "mlflow_tracking_uri": None, "store_url": None,
         "plugins_path": plugins, "default_fine_tuning_method": METHOD, "base_model": str(model_dir),
@@ -576,6 +591,15 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"ES_GATE_MIN_TEST_QUERIES of the trainer (default {Options.min_test_queries}).")
     parser.add_argument("--wise-ft", type=float, nargs="*", default=[],
                         help="WiSE-FT mixes the trainer tries on its validation queries, e.g. 0.5 0.75.")
+    parser.add_argument("--mined-negatives", type=int, default=0,
+                        help="Hard negatives per clicked pair the trainer mines each epoch with the current model.")
+    parser.add_argument("--batch-size", type=int, default=Options.batch_size,
+                        help=f"Triples per step, for ours and MNRL alike (default {Options.batch_size}).")
+    parser.add_argument("--grad-cache-chunk", type=int, default=None,
+                        help="Gradient caching: the trainer embeds each step in chunks of N texts (large batches).")
+    parser.add_argument("--dev", action="store_true",
+                        help="Measure on a dev split of the training queries (results under bench/results/dev/): "
+                        "for choosing defaults without looking at the test queries.")
     parser.add_argument("--no-oracle", action="store_true", help="Skip the oracle (fine-tuned on true judgments).")
     parser.add_argument("--results", type=Path, default=None,
                         help="Result file (default bench/results/quality-<dataset>.json).")
@@ -597,7 +621,9 @@ def main(argv: list[str] | None = None) -> int:
                           trainer_test_fraction=args.trainer_test_fraction,
                           trainer_validation_fraction=args.trainer_validation_fraction,
                           min_test_queries=args.min_test_queries, wise_ft_alphas=tuple(args.wise_ft),
-                          oracle=not args.no_oracle, cache_dir=None if args.no_cache else DEFAULT_CACHE)
+                          mined_negatives=args.mined_negatives, batch_size=args.batch_size,
+                          grad_cache_chunk=args.grad_cache_chunk,
+                          oracle=not args.no_oracle, dev=args.dev, cache_dir=None if args.no_cache else DEFAULT_CACHE)
         run: dict[str, object] = {}
         print(f"seed: {seed}", flush=True)
         for name, value in bench_quality(args.dataset, options):
@@ -609,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise_seeds(runs)
     for name, value in summary.items():
         print(f"{name}: {_format(value)}", flush=True)
-    path = args.results or RESULTS_DIR / f"quality-{runs[0]['dataset']}.json"
+    path = args.results or (RESULTS_DIR / "dev" if args.dev else RESULTS_DIR) / f"quality-{runs[0]['dataset']}.json"
     print(f"results: {write_results(path, str(runs[0]['dataset']), runs, summary, argv, commit)}", flush=True)
     return 0
 

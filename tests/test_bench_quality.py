@@ -43,7 +43,7 @@ def test_the_bench_runs_on_a_tiny_collection_and_writes_its_result_file(tmp_path
     results = tmp_path / "quality-tinyset.json"
     code = quality.main(["--dataset", str(dataset), "--model", str(model), "--seeds", "1", "--max-seq-length", "0",
                          "--min-test-queries", "5", "--sessions-per-query", "2", "--lr", "1e-3",
-                         "--results", str(results), "--no-cache"])
+                         "--mined-negatives", "1", "--wise-ft", "0.5", "--results", str(results), "--no-cache"])
     assert code == 0
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
     for name in ("base_ndcg10", "tuned_ndcg10", "st_mnrl_ndcg10", "bm25_ndcg10", "oracle_ndcg10", "lift_share_mean",
