@@ -70,3 +70,10 @@ def test_queries_that_share_their_relevant_items_are_not_counted_as_independent_
     two_way = paired_bootstrap(differences, 0.95, 2000, items=items)
     assert query_only[0] > 0  # a query-only bootstrap calls it significant
     assert two_way[0] < 0 < two_way[1]
+
+
+def test_items_of_one_query_only_do_not_widen_the_interval():
+    rng = random.Random(5)
+    differences = [0.05 + rng.gauss(0, 0.1) for _ in range(60)]
+    unique = [[f"item-{i}"] for i in range(60)]
+    assert paired_bootstrap(differences, 0.95, 2000, items=unique) == paired_bootstrap(differences, 0.95, 2000)

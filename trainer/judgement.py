@@ -72,8 +72,8 @@ def paired_bootstrap(differences: list[float], confidence: float, resamples: int
     """Percentile interval of the mean of the per-query ``differences``.
 
     Queries are resampled (Poisson(1) weights, the bootstrap's large-sample form). With ``items``
-    (each query's relevant item ids) the items are resampled too, independently: the two-way
-    ("pigeonhole") bootstrap. Queries that share relevant items are not independent evidence — a
+    (each query's relevant item ids) the items several queries share are resampled too, independently:
+    the two-way ("pigeonhole") bootstrap. Queries that share relevant items are not independent evidence — a
     starting model that happens to rank a few items badly loses on every query that wants them, and
     any change looks like a lift on all of them at once — and a query-only bootstrap would take that
     shared luck for significance.
@@ -87,13 +87,24 @@ def paired_bootstrap(differences: list[float], confidence: float, resamples: int
     values = np.asarray(differences, dtype=float)
     query_weights = rng.poisson(1.0, size=(resamples, n)).astype(float)
     if items:
-        vocabulary = {item: index for index, item in enumerate(sorted({i for found in items for i in found}))}
-        item_weights = rng.poisson(1.0, size=(resamples, max(1, len(vocabulary)))).astype(float)
-        per_query = np.ones((resamples, n))
-        for column, found in enumerate(items):
-            if found:
-                per_query[:, column] = item_weights[:, [vocabulary[i] for i in found]].mean(axis=1)
-        query_weights *= per_query
+        # Only items that several queries want are resampled: an item of one query only is already
+        # resampled with that query, and weighting it twice would just widen the interval.
+        counts: dict[str, int] = {}
+        for found in items:
+            for item in set(found):
+                counts[item] = counts.get(item, 0) + 1
+        shared = sorted(item for item, count in counts.items() if count > 1)
+        if shared:
+            vocabulary = {item: index for index, item in enumerate(shared)}
+            item_weights = rng.poisson(1.0, size=(resamples, len(vocabulary))).astype(float)
+            per_query = np.ones((resamples, n))
+            for column, found in enumerate(items):
+                columns = [vocabulary[i] for i in found if i in vocabulary]
+                if columns:
+                    # The query's own unshared items keep weight one beside the resampled shared ones.
+                    unshared = len(found) - len(columns)
+                    per_query[:, column] = (item_weights[:, columns].sum(axis=1) + unshared) / len(found)
+            query_weights *= per_query
     totals = query_weights.sum(axis=1)
     means = np.where(totals > 0, (query_weights * values).sum(axis=1) / np.maximum(totals, 1e-12), 0.0)
     tail = (1.0 - confidence) / 2.0
