@@ -77,3 +77,9 @@ def test_items_of_one_query_only_do_not_widen_the_interval():
     differences = [0.05 + rng.gauss(0, 0.1) for _ in range(60)]
     unique = [[f"item-{i}"] for i in range(60)]
     assert paired_bootstrap(differences, 0.95, 2000, items=unique) == paired_bootstrap(differences, 0.95, 2000)
+
+
+def test_a_model_surely_worse_says_so():
+    base = [0.5 + 0.01 * (i % 9) for i in range(40)]
+    verdict = judge(per_query(base), per_query([b - 0.1 for b in base]), "ndcg_at_10", GATE)
+    assert not verdict.announce and verdict.reason.startswith("the tuned model is worse")

@@ -129,6 +129,8 @@ def judge(base: PerQuery, tuned: PerQuery, metric: str, gate: GateSettings,
                   if guard_keys and gate.guard_metric != metric else None)
     if n < gate.min_test_queries:
         reason = f"{n} held-out queries, at least {gate.min_test_queries} needed"
+    elif high < 0.0:
+        reason = f"the tuned model is worse: its {gate.confidence:.0%} interval of the lift ends at {high:+.4f}"
     elif low <= 0.0:
         reason = f"the lift is not significant: its {gate.confidence:.0%} interval reaches {low:+.4f}"
     elif lift < gate.min_effect:
