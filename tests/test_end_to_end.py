@@ -13,7 +13,7 @@ from schemas.tasks import TaskState
 from tests.fixtures.trainer import clickstream_batch, start_trainer
 from tests.test_stream_end_to_end import worker_factory  # noqa: F401 - a fixture
 
-SESSIONS = 120
+SESSIONS = 240
 
 
 def click_events(prefix: str) -> list:
@@ -40,6 +40,7 @@ def test_clicks_become_a_better_model_that_embeds(kafka_bootstrap, topics, mlflo
         assert final.status == TaskState.done, final.detail
         batch = harness.store.get_batch(final.batch_id)
         assert batch.session_count == SESSIONS
+        assert final.detail.startswith("better model: "), final.detail
         (ready,) = harness.models.wait(lambda events: events, what="ModelReady")
         assert ready.batch_id == final.batch_id
         worker.assert_alive()

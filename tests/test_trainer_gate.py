@@ -49,7 +49,7 @@ def test_batches_without_signal_announce_nothing_and_one_with_signal_does(traine
         assert final.detail.startswith("no better model: ") and final.detail.endswith("nothing announced")
         assert "test queries" in final.detail and "CI" in final.detail  # by how much, and how sure
 
-    final = train(harness, "signal", clickstream_batch("signal"))
+    final = train(harness, "signal", clickstream_batch("signal", 240))
     assert final.status == TaskState.done and final.detail.startswith("better model: "), final.detail
     ready = harness.models.wait(lambda events: [e for e in events if e.task_id == final.task_id], what="ModelReady")[0]
     assert ready.lift > 0 and 0 < ready.lift_ci_low <= ready.lift <= ready.lift_ci_high
