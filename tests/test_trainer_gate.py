@@ -36,7 +36,7 @@ def no_signal_batch(prefix: str, n: int, seed: int) -> list[ClosedSession]:
 
 def train(harness: TrainerHarness, batch_id: str, sessions: list[ClosedSession]):
     harness.add_batch(batch_id, sessions)
-    command = CreateTask(fine_tuning_method="Tiny Method", batch_id=batch_id, idempotency_key=batch_id)
+    command = CreateTask(fine_tuning_method="Gate Method", batch_id=batch_id, idempotency_key=batch_id)
     harness.send(harness.topics.commands.name, command, batch_id)
     return harness.final_status(lambda s: s.idempotency_key == batch_id)
 
