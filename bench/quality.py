@@ -77,7 +77,9 @@ class QualityBenchMethod(FineTuningMethod):
             initial_params={grid!r},
             fine_tuning_settings=FineTuningSettings(
                 loss={loss!r}, epochs=settings.train_epochs, batch_size=settings.train_batch_size,
-                trials=settings.train_trials, test_fraction=settings.train_test_fraction, seed={seed!r},
+                trials=settings.train_trials, test_fraction=settings.train_test_fraction,
+                validation_fraction=settings.train_validation_fraction, seed={seed!r},
+                wise_ft_alphas={wise!r}, mined_negatives={mined!r}, grad_cache_chunk={chunk!r},
             ),
         )
 '''
@@ -148,6 +150,15 @@ def split_by_hash(qrels: dict[str, dict[str, float]]) -> tuple[dict, dict]:
     return train, test
 
 
+def dev_split(data: Dataset) -> Dataset:
+    """A third of the training queries (by a hash of their id) as the queries measured on; the test
+    queries are dropped, so that choosing a default never looks at them."""
+    dev = {q: j for q, j in data.train.items() if hashlib.sha256(f"dev:{q}".encode()).digest()[0] < 86}
+    train = {q: j for q, j in data.train.items() if q not in dev}
+    return Dataset(data.name, data.ids, data.texts, data.queries, train, dev,
+                   "dev split: a third of the training queries by a hash of their id (test queries unused)")
+
+
 def _judged(qrels: dict[str, dict[str, float]], queries: dict[str, str]) -> dict[str, dict[str, float]]:
     """Queries that have a text and at least one relevant document."""
     return {q: judged for q, judged in qrels.items() if q in queries and any(g > 0 for g in judged.values())}
@@ -175,7 +186,17 @@ class Options:
     lr: float = 1e-4
     eta: float = 0.5
     negative_downsampling: float = 0.25
-    test_fraction: float = 0.05
+    # Shares of the training queries the trainer itself holds out (its own validation and test
+    # queries, drawn from the bench's training queries; the bench's test queries stay unseen).
+    trainer_test_fraction: float = 0.3
+    trainer_validation_fraction: float = 0.15
+    min_test_queries: int = 30
+    wise_ft_alphas: tuple[float, ...] = ()
+    mined_negatives: int = 0
+    grad_cache_chunk: int | None = None
+    oracle: bool = True
+    # Measure on a dev split of the training queries instead of the test queries: how defaults are chosen.
+    dev: bool = False
     batch_size: int = 16
     cache_dir: Path | None = DEFAULT_CACHE
     say: Callable[[str], None] | None = None  # progress lines (default: stderr)
@@ -195,6 +216,8 @@ def bench_quality(dataset_dir: str | Path, options: Options = Options()) -> Iter
     torch.manual_seed(options.seed)
     started = time.monotonic()
     data = load_dataset(dataset_dir)
+    if options.dev:
+        data = dev_split(data)
     train_ids = _first_by_hash(list(data.train), options.max_queries)
     test_queries = {q: data.queries[q] for q in data.test}
     yield "dataset", data.name
@@ -251,12 +274,33 @@ def bench_quality(dataset_dir: str | Path, options: Options = Options()) -> Iter
         mnrl_metrics = evaluate_model(mnrl, CorpusIndex.build(mnrl, data.ids, data.texts), test_queries, data.test)
         yield "st_mnrl_eval_s", time.monotonic() - mark
 
+        # --- the oracle: the same model fine-tuned on the training queries' true judgments ---------
+        oracle_metrics = None
+        if options.oracle:
+            truth = [(data.queries[q], texts_by_id[d]) for q in train_ids for d, g in sorted(data.train[q].items())
+                     if g > 0 and d in texts_by_id]
+            mark = time.monotonic()
+            say(f"oracle: MNRL on the {len(truth)} true (training query, relevant document) pairs...")
+            oracle = train_mnrl(model_dir, truth, options, work / "oracle", device)
+            oracle_metrics = evaluate_model(oracle, CorpusIndex.build(oracle, data.ids, data.texts), test_queries,
+                                            data.test)
+            yield "oracle_pairs", len(truth)
+            yield "oracle_s", time.monotonic() - mark
+
     for name, short in (("ndcg_at_10", "ndcg10"), ("recall_at_10", "recall10")):
         yield f"base_{short}", base_metrics[name]
         yield f"tuned_{short}", tuned_metrics[name]
         yield f"st_mnrl_{short}", mnrl_metrics[name]
         yield f"bm25_{short}", bm25_metrics[name]
-    yield "tuned_lift_ndcg10", tuned_metrics["ndcg_at_10"] - base_metrics["ndcg_at_10"]
+        if oracle_metrics is not None:
+            yield f"oracle_{short}", oracle_metrics[name]
+    lift = tuned_metrics["ndcg_at_10"] - base_metrics["ndcg_at_10"]
+    yield "tuned_lift_ndcg10", lift
+    if oracle_metrics is not None:
+        room = oracle_metrics["ndcg_at_10"] - base_metrics["ndcg_at_10"]
+        yield "lift_share", lift / room if room > 0 else float("nan")
+    yield "announced", int(tuned_dir is not None)
+    yield "regression_announced", int(tuned_dir is not None and lift < 0)
     yield "quality_duration_s", time.monotonic() - started
 
 
@@ -306,13 +350,16 @@ def _through_the_pipeline(data: Dataset, train_ids: list[str], base, base_index,
     plugins = work / "plugins"
     plugins.mkdir()
     (plugins / "quality_bench_method.py").write_text(PLUGIN_SOURCE.format(
-        name=METHOD, grid=_grid(options), loss="in_batch_contrastive", seed=13))
+        name=METHOD, grid=_grid(options), loss="in_batch_contrastive", seed=13 + options.seed,
+        wise=tuple(options.wise_ft_alphas), mined=options.mined_negatives, chunk=options.grad_cache_chunk))
     settings = Settings().model_copy(update={
         "data_dir": work / "es", "kafka_bootstrap": None, "mlflow_tracking_uri": None, "store_url": None,
         "plugins_path": plugins, "default_fine_tuning_method": METHOD, "base_model": str(model_dir),
         "items_url": catalog.resolve().as_uri(), "batch_max_sessions": len(sessions), "auto_train": True,
         "train_trials": options.trials, "train_epochs": options.epochs, "train_batch_size": options.batch_size,
-        "train_test_fraction": options.test_fraction, "stream_session_timeout_s": 2.0,
+        "train_test_fraction": options.trainer_test_fraction,
+        "train_validation_fraction": options.trainer_validation_fraction,
+        "gate_min_test_queries": options.min_test_queries, "stream_session_timeout_s": 2.0,
         "stream_heartbeat_interval_s": 0.5, "sessionizer_processes": 1,
     })
     mark = time.monotonic()
@@ -321,12 +368,15 @@ def _through_the_pipeline(data: Dataset, train_ids: list[str], base, base_index,
         with PipelineDriver(system.settings, problems=system.problems, say=say) as driver:
             outcome = driver.run([s.events for s in sessions], on_status=_status_reporter(say))
         say(f"task {outcome.task_id}: {outcome.status.detail}")
+        figures.append(("trainer_detail", outcome.status.detail or ""))
         figures += [("pipeline_batch_s", outcome.timings["batch_s"]), ("pipeline_task_s", outcome.timings["task_s"])]
         tuned_dir = None
         if outcome.model_ready is not None:
             ready = outcome.model_ready
             figures += [("trainer_heldout_ndcg10_base", ready.baseline_metrics.get("test_ndcg_at_10", float("nan"))),
-                        ("trainer_heldout_ndcg10_tuned", ready.metrics.get("test_ndcg_at_10", float("nan")))]
+                        ("trainer_heldout_ndcg10_tuned", ready.metrics.get("test_ndcg_at_10", float("nan"))),
+                        ("trainer_lift", ready.lift), ("trainer_lift_ci_low", ready.lift_ci_low),
+                        ("trainer_lift_ci_high", ready.lift_ci_high), ("trainer_test_queries", ready.test_queries)]
             tuned_dir = download_model(ready, system.settings.mlflow_tracking_uri, work / "tuned")
     figures.append(("pipeline_s", time.monotonic() - mark))
     return sessions, figures, tuned_dir
@@ -413,16 +463,113 @@ def _max_seq_length(asked: int | None) -> int | None:
     return None if torch.cuda.is_available() else CPU_MAX_SEQ_LENGTH
 
 
+SUMMARISED = ("base_ndcg10", "tuned_ndcg10", "st_mnrl_ndcg10", "bm25_ndcg10", "oracle_ndcg10", "tuned_lift_ndcg10",
+              "lift_share", "base_recall10", "tuned_recall10", "st_mnrl_recall10", "bm25_recall10", "oracle_recall10")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
+TABLE_BEGIN = "<!-- bench-quality table: python -m bench.quality --readme -->"
+TABLE_END = "<!-- end of bench-quality table -->"
+
+
+def summarise_seeds(runs: list[dict[str, object]]) -> dict[str, object]:
+    """Mean and spread (sample standard deviation; 0 for one seed) of each figure over the seeds."""
+    import statistics
+
+    summary: dict[str, object] = {"seeds": len(runs)}
+    for name in SUMMARISED:
+        values = [float(run[name]) for run in runs if isinstance(run.get(name), (int, float))]
+        values = [v for v in values if v == v]  # nan (no room above the base) is left out
+        if values:
+            summary[f"{name}_mean"] = statistics.fmean(values)
+            summary[f"{name}_spread"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    summary["announced"] = sum(int(run.get("announced", 0)) for run in runs)
+    summary["regressions_announced"] = sum(int(run.get("regression_announced", 0)) for run in runs)
+    return summary
+
+
+def git_commit() -> str:
+    """The commit the bench runs (read when it starts), marked when the tree had uncommitted changes."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
+                                capture_output=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=Path(__file__).resolve().parent, text=True, capture_output=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    return commit + ("+uncommitted changes" if dirty else "")
+
+
+def write_results(path: Path, dataset: str, runs: list[dict[str, object]], summary: dict[str, object],
+                  argv: list[str], commit: str) -> Path:
+    import platform
+
+    import torch
+
+    record = {
+        "dataset": dataset,
+        "command": "python -m bench.quality " + " ".join(argv),
+        "git_commit": commit,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+        "summary": summary,
+        "runs": runs,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def quality_table(results: Sequence[Path]) -> str:
+    """The README's quality table, from committed result files (one row pair per dataset)."""
+    lines = ["| dataset (test queries, seeds) | base | fine-tuned | sentence-transformers MNRL | BM25 | oracle | "
+             "lift_share | announced (regressions) |", "|---|---|---|---|---|---|---|---|"]
+    for path in sorted(results):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        summary, runs = record["summary"], record["runs"]
+
+        def cell(name: str) -> str:
+            if f"{name}_mean" not in summary:
+                return "—"
+            spread = summary[f"{name}_spread"]
+            return f"{summary[name + '_mean']:.3f}" + (f" ± {spread:.3f}" if summary["seeds"] > 1 else "")
+
+        queries = runs[0].get("test_queries", "?") if runs else "?"
+        head = f"{record['dataset']} ({queries}, {summary['seeds']})"
+        lines.append(f"| {head}, nDCG@10 | {cell('base_ndcg10')} | {cell('tuned_ndcg10')} | {cell('st_mnrl_ndcg10')} | "
+                     f"{cell('bm25_ndcg10')} | {cell('oracle_ndcg10')} | {cell('lift_share')} | "
+                     f"{summary['announced']} ({summary['regressions_announced']}) |")
+        lines.append(f"| {record['dataset']}, Recall@10 | {cell('base_recall10')} | {cell('tuned_recall10')} | "
+                     f"{cell('st_mnrl_recall10')} | {cell('bm25_recall10')} | {cell('oracle_recall10')} | | |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path = README, results_dir: Path = RESULTS_DIR) -> str:
+    text = readme.read_text(encoding="utf-8")
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise SystemExit(f"{readme} has no {TABLE_BEGIN!r} … {TABLE_END!r} section")
+    table = quality_table(sorted(results_dir.glob("quality-*.json")))
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    readme.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}", encoding="utf-8")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.run import _format
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="A BEIR-layout folder, e.g. ../shared/datasets/scifact")
+    parser.add_argument("--dataset", help="A BEIR-layout folder, e.g. ../shared/datasets/scifact")
+    parser.add_argument("--readme", action="store_true",
+                        help="Rewrite README's quality table from bench/results/quality-*.json and exit.")
     parser.add_argument("--max-queries", type=int, default=None, help="Simulate users on at most N training queries.")
     parser.add_argument("--trials", type=int, default=1, help="Optuna trials (1: the bench's learning rate only).")
-    parser.add_argument("--epochs", type=int, default=1, help="Epochs, for ours and the MNRL reference alike.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the simulated users and of MNRL training.")
+    parser.add_argument("--epochs", type=int, default=1, help="Epochs, for ours, MNRL and the oracle alike.")
+    parser.add_argument("--seeds", type=int, default=3, help="Runs, with seeds seed, seed+1, ... (default 3).")
+    parser.add_argument("--seed", type=int, default=0, help="First seed of the simulated users and of training.")
     parser.add_argument("--sessions-per-query", type=int, default=Options.sessions_per_query,
                         help=f"Sessions per training query (default {Options.sessions_per_query}).")
     parser.add_argument("--max-seq-length", type=int, default=None,
@@ -435,17 +582,61 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default {Options.negative_downsampling}).")
     parser.add_argument("--eta", type=float, default=Options.eta,
                         help=f"Position bias: examination 1/rank**eta (default {Options.eta}).")
+    parser.add_argument("--trainer-test-fraction", type=float, default=Options.trainer_test_fraction,
+                        help="Share of the training queries the trainer holds out to judge its model "
+                        f"(default {Options.trainer_test_fraction}).")
+    parser.add_argument("--trainer-validation-fraction", type=float, default=Options.trainer_validation_fraction,
+                        help=f"Share the trainer validates on (default {Options.trainer_validation_fraction}).")
+    parser.add_argument("--min-test-queries", type=int, default=Options.min_test_queries,
+                        help=f"ES_GATE_MIN_TEST_QUERIES of the trainer (default {Options.min_test_queries}).")
+    parser.add_argument("--wise-ft", type=float, nargs="*", default=[],
+                        help="WiSE-FT mixes the trainer tries on its validation queries, e.g. 0.5 0.75.")
+    parser.add_argument("--mined-negatives", type=int, default=0,
+                        help="Hard negatives per clicked pair the trainer mines each epoch with the current model.")
+    parser.add_argument("--batch-size", type=int, default=Options.batch_size,
+                        help=f"Triples per step, for ours and MNRL alike (default {Options.batch_size}).")
+    parser.add_argument("--grad-cache-chunk", type=int, default=None,
+                        help="Gradient caching: the trainer embeds each step in chunks of N texts (large batches).")
+    parser.add_argument("--dev", action="store_true",
+                        help="Measure on a dev split of the training queries (results under bench/results/dev/): "
+                        "for choosing defaults without looking at the test queries.")
+    parser.add_argument("--no-oracle", action="store_true", help="Skip the oracle (fine-tuned on true judgments).")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="Result file (default bench/results/quality-<dataset>.json).")
     parser.add_argument("--no-cache", action="store_true", help="Do not keep the starting model's corpus embeddings.")
     args = parser.parse_args(argv)
+    if args.readme:
+        print(update_readme())
+        return 0
+    if not args.dataset:
+        parser.error("--dataset is required (or --readme)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = Options(max_queries=args.max_queries, trials=args.trials, epochs=args.epochs, seed=args.seed,
-                      sessions_per_query=args.sessions_per_query, max_seq_length=_max_seq_length(args.max_seq_length),
-                      model=args.model, lr=args.lr, eta=args.eta,
-                      negative_downsampling=args.negative_downsampling, cache_dir=None if args.no_cache else DEFAULT_CACHE)
-    for name, value in bench_quality(args.dataset, options):
-        if name.endswith("_s") and isinstance(value, float):
-            value = round(value, 1)
+    commit = git_commit()
+    runs: list[dict[str, object]] = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        options = Options(max_queries=args.max_queries, trials=args.trials, epochs=args.epochs, seed=seed,
+                          sessions_per_query=args.sessions_per_query,
+                          max_seq_length=_max_seq_length(args.max_seq_length), model=args.model, lr=args.lr,
+                          eta=args.eta, negative_downsampling=args.negative_downsampling,
+                          trainer_test_fraction=args.trainer_test_fraction,
+                          trainer_validation_fraction=args.trainer_validation_fraction,
+                          min_test_queries=args.min_test_queries, wise_ft_alphas=tuple(args.wise_ft),
+                          mined_negatives=args.mined_negatives, batch_size=args.batch_size,
+                          grad_cache_chunk=args.grad_cache_chunk,
+                          oracle=not args.no_oracle, dev=args.dev, cache_dir=None if args.no_cache else DEFAULT_CACHE)
+        run: dict[str, object] = {}
+        print(f"seed: {seed}", flush=True)
+        for name, value in bench_quality(args.dataset, options):
+            if name.endswith("_s") and isinstance(value, float):
+                value = round(value, 1)
+            run[name] = value
+            print(f"{name}: {_format(value)}", flush=True)
+        runs.append(run)
+    summary = summarise_seeds(runs)
+    for name, value in summary.items():
         print(f"{name}: {_format(value)}", flush=True)
+    path = args.results or (RESULTS_DIR / "dev" if args.dev else RESULTS_DIR) / f"quality-{runs[0]['dataset']}.json"
+    print(f"results: {write_results(path, str(runs[0]['dataset']), runs, summary, argv, commit)}", flush=True)
     return 0
 
 

@@ -140,7 +140,7 @@ class BenchData:
 def bench_data(steps: int, batch_size: int = BATCH_SIZE, held_out_sessions: int = HELD_OUT_SESSIONS) -> BenchData:
     """Emulated sessions giving exactly ``steps`` training batches, plus the held-out sessions."""
     from ingest.emulator import catalog, emulate_sessions
-    from trainer.examples import session_example, split_sessions
+    from trainer.examples import session_example, split_queries
 
     most = steps * batch_size
     train, test, count = [], [], 0
@@ -151,7 +151,8 @@ def bench_data(steps: int, batch_size: int = BATCH_SIZE, held_out_sessions: int 
         example = session_example(session)
         if not example.positives or not example.negatives:
             continue
-        _, held_out = split_sessions([session], TEST_FRACTION)  # by a hash of the id, as fine_tune does
+        # By a hash of the query, as fine_tune splits: these queries only validate.
+        held_out = split_queries([session], 0.0, TEST_FRACTION).validation
         if held_out:
             if len(test) < held_out_sessions:
                 test.append(session)
@@ -200,12 +201,12 @@ def stored_session(events: Sequence) -> StoredSession:
 
 def _triples_of(sessions: list) -> list:
     """The training triples fine_tune builds from ``sessions`` with the bench's settings."""
-    from trainer.examples import build_examples, split_sessions
+    from trainer.examples import build_examples, split_queries
     from trainer.params import FineTuningParams
     from trainer.triples import build_triples
 
     params = FineTuningParams()
-    train, _ = split_sessions(sessions, TEST_FRACTION)
+    train = split_queries(sessions, 0.0, TEST_FRACTION).train
     examples = build_examples(
         train,
         negative_downsampling=params.negative_downsampling,
@@ -318,7 +319,8 @@ def _time_ours(model_path: Path, data: BenchData, device: str, output_dir: Path)
         clock.tick()
 
     settings = TrainingSettings(
-        loss="in_batch_contrastive", epochs=1, batch_size=data.batch_size, test_fraction=TEST_FRACTION,
+        loss="in_batch_contrastive", epochs=1, batch_size=data.batch_size, test_fraction=0.0,
+        validation_fraction=TEST_FRACTION,
         seed=SEED, accelerator=device,
     )
     started = time.perf_counter()

@@ -61,6 +61,7 @@ class DefaultFineTuningMethod(FineTuningMethod):
                 batch_size=settings.train_batch_size,
                 trials=settings.train_trials,
                 test_fraction=settings.train_test_fraction,
+                validation_fraction=settings.train_validation_fraction,
             ),
         )
 

@@ -104,7 +104,37 @@ class Settings(BaseSettings):
     train_trials: int = Field(4, ge=1, description="Optuna trials (parameter sets) per fine-tuning task.")
     train_epochs: int = Field(3, ge=1, description="Epochs per trial.")
     train_batch_size: int = Field(16, ge=1, description="Training triples (query, positive, negatives) per step.")
-    train_test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of a batch's sessions held out for evaluation.")
+    train_test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of a batch's distinct queries (by a hash of the normalised text) held "
+        "out as test queries: they decide the announcement and nothing else."
+    )
+    train_validation_fraction: float = Field(
+        0.15, gt=0, lt=1, description="Share of a batch's distinct queries held out for validation: they pick the "
+        "epoch, the trial and the WiSE-FT mix."
+    )
+    gate_confidence: float = Field(
+        0.95, gt=0, lt=1, description="Confidence of the paired bootstrap interval of the lift over test queries; "
+        "a model is announced only when the interval lies above zero."
+    )
+    gate_min_effect: float = Field(0.005, ge=0, description="Smallest mean lift of the main metric worth announcing.")
+    gate_min_test_queries: int = Field(
+        30, ge=1, description="Fewest judged test queries a batch needs to judge a model; with fewer the task "
+        "ends done and announces nothing."
+    )
+    gate_guard_metric: str = Field(
+        "recall_at_100", description="A catalog-level metric that may not fall beyond the tolerance for a model "
+        "to be announced."
+    )
+    gate_guard_tolerance: float = Field(0.01, ge=0, description="How far the guard metric may fall (absolute).")
+    gate_bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples of the test queries.")
+    click_propensity_weighting: bool = Field(
+        True, description="Weight each click by the inverse examination propensity of its position, in training "
+        "and in the held-out relevance (estimated from the batch where the engine's rankings varied)."
+    )
+    click_propensity_prior_eta: float = Field(
+        0.5, ge=0, description="Prior examination propensity 1/position**eta, for positions the batch cannot "
+        "estimate (0: every position examined)."
+    )
 
     # --- index and search ----------------------------------------------------------------------
     milvus_uri: str | None = Field(

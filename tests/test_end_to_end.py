@@ -13,7 +13,7 @@ from schemas.tasks import TaskState
 from tests.fixtures.trainer import clickstream_batch, start_trainer
 from tests.test_stream_end_to_end import worker_factory  # noqa: F401 - a fixture
 
-SESSIONS = 120
+SESSIONS = 240
 
 
 def click_events(prefix: str) -> list:
@@ -31,15 +31,17 @@ def test_clicks_become_a_better_model_that_embeds(kafka_bootstrap, topics, mlflo
                                                    test_plugins_path, tiny_model_path, monkeypatch, capsys):
     worker = worker_factory(batch_max_sessions=SESSIONS).start()
     harness = start_trainer(kafka_bootstrap, mlflow_uri, tmp_path / "trainer", test_plugins_path, tiny_model_path,
-                            topic_prefix=topics.prefix, store_url=f"sqlite:///{worker.store_path}")
+                            topic_prefix=topics.prefix, store_url=f"sqlite:///{worker.store_path}",
+                            default_fine_tuning_method="End To End Method")
     try:
         with ClickstreamProducer(kafka_bootstrap, topics) as producer:
             producer.send_many(click_events("e2e"))
 
-        final = harness.final_status(lambda s: s.fine_tuning_method == "Tiny Method", timeout_s=180)
+        final = harness.final_status(lambda s: s.fine_tuning_method == "End To End Method", timeout_s=180)
         assert final.status == TaskState.done, final.detail
         batch = harness.store.get_batch(final.batch_id)
         assert batch.session_count == SESSIONS
+        assert final.detail.startswith("better model: "), final.detail
         (ready,) = harness.models.wait(lambda events: events, what="ModelReady")
         assert ready.batch_id == final.batch_id
         worker.assert_alive()
@@ -63,7 +65,8 @@ def test_a_task_without_a_batch_releases_the_open_batch_and_trains_it(
 
     worker = worker_factory(batch_max_sessions=10_000).start()
     harness = start_trainer(kafka_bootstrap, mlflow_uri, tmp_path / "trainer", test_plugins_path, tiny_model_path,
-                            topic_prefix=topics.prefix, store_url=f"sqlite:///{worker.store_path}")
+                            topic_prefix=topics.prefix, store_url=f"sqlite:///{worker.store_path}",
+                            default_fine_tuning_method="End To End Method")
     try:
         with ClickstreamProducer(kafka_bootstrap, topics) as producer:
             producer.send_many(click_events("release"))
@@ -73,7 +76,7 @@ def test_a_task_without_a_batch_releases_the_open_batch_and_trains_it(
             return batch is not None and harness.store.count_sessions(batch.batch_id) == SESSIONS
 
         harness.statuses.wait(lambda _: all_stored(), 120, "the sessions to be stored in the open batch")
-        create = CreateTask(fine_tuning_method="Tiny Method", idempotency_key="release-me")
+        create = CreateTask(fine_tuning_method="End To End Method", idempotency_key="release-me")
         harness.send(topics.commands.name, create, "release-me")
 
         final = harness.final_status(lambda s: s.idempotency_key == "release-me")

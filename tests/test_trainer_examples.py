@@ -5,10 +5,19 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 
+import pytest
 import torch
 
 from schemas.sessions import StoredSession
-from trainer.examples import ItemRef, build_examples, held_out_session, session_example, split_sessions
+from trainer.examples import (
+    ItemRef,
+    build_examples,
+    held_out_queries,
+    held_out_session,
+    session_example,
+    split_queries,
+    split_sessions,
+)
 from trainer.triples import Triple, TripleCollator, build_triples, relevant_by_query
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -62,11 +71,11 @@ def test_with_rank_gaps_negatives_are_those_above_the_lowest_placed_click():
     assert ids(example.negatives) == ["a", "c"]
 
 
-def test_ranks_are_kept_exactly_as_the_engine_gave_them():
+def test_ranks_are_kept_exactly_as_the_engine_gave_them_with_each_position():
     session = make_session("s", ["x", "y", "z"], ["z"], ranks=[0.5, 7.25, 9.0])
     example = session_example(session)
-    assert example.positives == (ItemRef("z", 9.0),)
-    assert example.negatives == (ItemRef("x", 0.5), ItemRef("y", 7.25))
+    assert example.positives == (ItemRef("z", 9.0, 3),)
+    assert example.negatives == (ItemRef("x", 0.5, 1), ItemRef("y", 7.25, 2))
 
 
 def test_a_session_marked_irrelevant_keeps_the_flag_even_with_clicks():
@@ -118,6 +127,36 @@ def test_the_split_is_stable_whatever_the_order_and_the_other_sessions():
 def test_a_tiny_batch_still_holds_one_session_out():
     train, test = split_sessions([make_session("only-a", ["a"], ["a"]), make_session("only-b", ["a"], ["a"])], 0.01)
     assert len(test) == 1 and len(train) == 1
+
+
+def test_queries_split_into_disjoint_sides_and_every_session_of_a_query_goes_with_it():
+    sessions = [make_session(f"s{i}", ["a", "b"], ["b"], query=f"Query {i % 150}" + (" " if i % 2 else ""))
+                for i in range(600)]
+    split = split_queries(sessions, 0.2, 0.15)
+    assert len(split.train) + len(split.validation) + len(split.test) == 600
+    sides = [split.queries(side) for side in ("train", "validation", "test")]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert 15 <= len(sides[2]) <= 50 and 10 <= len(sides[1]) <= 40
+    # "Query 7" and "query  7 " are one query: its four sessions are on one side.
+    assert sum(len(side) for side in sides) == 150
+    shuffled = sessions[:]
+    random.Random(1).shuffle(shuffled)
+    again = split_queries(shuffled, 0.2, 0.15)
+    assert {s.session_id for s in again.test} == {s.session_id for s in split.test}
+    fewer = split_queries(sessions[:300], 0.2, 0.15)
+    assert fewer.queries("test") <= split.queries("test")
+
+
+def test_held_out_queries_weight_each_click_by_the_inverse_propensity_of_its_position():
+    sessions = [make_session("s1", ["a", "b", "c"], ["a"], query="Red Shoe"),
+                make_session("s2", ["a", "b", "c"], ["c"], query="red  shoe"),
+                make_session("s3", ["x"], [], query="other")]
+    (other, red) = held_out_queries(sessions, propensity=lambda position: 1.0 / position)
+    assert red.key == "red shoe" and len(red.sessions) == 2
+    assert red.gains == {"a": pytest.approx(0.5), "c": pytest.approx(1.5)}  # a click at 3 says more
+    assert other.gains == {}
+    (_, plain) = held_out_queries(sessions)
+    assert plain.gains == {"a": 0.5, "c": 0.5}
 
 
 def test_triples_are_positives_times_negatives():

@@ -8,9 +8,9 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from tests.test_trainer_examples import make_session
-from trainer.evaluation import HeldOutEvaluator
-from trainer.examples import held_out_session, split_sessions
-from trainer.fine_tune import FineTuneCanceled, NotEnoughData, TrainingSettings, fine_tune
+from trainer.evaluation import CatalogEvaluator
+from trainer.examples import held_out_queries
+from trainer.fine_tune import FineTuneCanceled, NotEnoughData, TrainingSettings, fine_tune, split_for
 from trainer.params import FineTuningParams
 from trainer.tiny_model import build_tiny_model
 from trainer.towers import EmbeddingTowers
@@ -54,19 +54,19 @@ def test_tuning_on_clicks_improves_held_out_ndcg_and_saves_the_best_epoch(tiny_p
     progress = []
     result = fine_tune(tiny_path, sessions, texts, PARAMS, tmp_path, settings=SETTINGS, on_progress=lambda *a: progress.append(a))
 
+    assert result.main_metric == "val_ndcg_at_10"
     assert result.best_value > result.baseline_value
-    assert result.best_metrics["test_ndcg_at_10"] == max(r.metrics["test_ndcg_at_10"] for r in result.history)
+    assert result.best_metrics["val_ndcg_at_10"] == max(r.metrics["val_ndcg_at_10"] for r in result.history)
     assert [r.epoch for r in result.history] == [0, 1, 2]
-    assert result.test_sessions > 0 and result.train_triples > 0
+    assert result.validation_queries > 0 and result.train_triples > 0
+    assert not any(name.startswith("test_") for r in result.history for name in r.metrics)  # test is not looked at
 
     # The saved folder is a plain SentenceTransformer that reproduces the best epoch's metrics.
-    _, test = split_sessions(sessions, SETTINGS.test_fraction)
-    evaluator = HeldOutEvaluator([held_out_session(s) for s in test], texts)
-    evaluator.set_baseline(evaluator.score(EmbeddingTowers.load(tiny_path, device="cpu")))
+    evaluator = validation_evaluator(sessions, texts, SETTINGS, tiny_path)
     SentenceTransformer(str(result.model_path), device="cpu")
-    saved = evaluator.metrics(evaluator.score(EmbeddingTowers.load(result.model_path, device="cpu")))
+    saved = evaluator.metrics(evaluator.embed(EmbeddingTowers.load(result.model_path, device="cpu")), "validation")
     for name, value in saved.items():
-        assert result.best_metrics[f"test_{name}"] == pytest.approx(value, abs=1e-5)
+        assert result.best_metrics[f"val_{name}"] == pytest.approx(value, abs=1e-5)
 
     steps = progress[-1][3]
     assert progress[0] == (0, 3, 1, steps) and progress[-1] == (2, 3, steps, steps) and len(progress) == 3 * steps
@@ -76,18 +76,37 @@ def test_the_best_weights_are_kept_not_the_last(tiny_path, clickstream, tmp_path
     # In-batch contrastive reaches a perfect held-out ranking in the first epoch and keeps moving:
     # the kept model must be the first epoch's (ties do not replace the best).
     sessions, texts = clickstream
-    settings = TrainingSettings(loss="in_batch_contrastive", epochs=2, batch_size=16, seed=1, main_metric="test_mrr")
-    result = fine_tune(tiny_path, sessions, texts, PARAMS, tmp_path, settings=settings)
+    settings = TrainingSettings(loss="in_batch_contrastive", epochs=2, batch_size=16, seed=1, main_metric="mrr")
+    params = FineTuningParams(query_lr=3e-3, items_lr=3e-3, margin=0.1)
+    result = fine_tune(tiny_path, sessions, texts, params, tmp_path, settings=settings)
     first, last = result.history[0].metrics, result.history[-1].metrics
-    assert result.best_epoch == 0 and first["test_mrr"] >= last["test_mrr"]
-    shift = "test_not_irrelevant_dist_shift"
+    assert result.best_epoch == 0 and first["val_mrr"] >= last["val_mrr"]
+    shift = "val_not_irrelevant_dist_shift"
     assert result.best_metrics[shift] == first[shift] != pytest.approx(last[shift], abs=1e-4)
 
-    _, test = split_sessions(sessions, settings.test_fraction)
-    evaluator = HeldOutEvaluator([held_out_session(s) for s in test], texts)
-    evaluator.set_baseline(evaluator.score(EmbeddingTowers.load(tiny_path, device="cpu")))
-    saved = evaluator.metrics(evaluator.score(EmbeddingTowers.load(result.model_path, device="cpu")))
+    evaluator = validation_evaluator(sessions, texts, settings, tiny_path)
+    saved = evaluator.metrics(evaluator.embed(EmbeddingTowers.load(result.model_path, device="cpu")), "validation")
     assert saved["not_irrelevant_dist_shift"] == pytest.approx(first[shift], abs=1e-5)
+
+
+def validation_evaluator(sessions, texts, settings, start_model) -> CatalogEvaluator:
+    validation = held_out_queries(split_for(sessions, settings).validation)
+    evaluator = CatalogEvaluator({"validation": validation}, sorted(texts), texts)
+    evaluator.set_baseline(evaluator.embed(EmbeddingTowers.load(start_model, device="cpu")))
+    return evaluator
+
+
+def test_a_wise_ft_mix_is_kept_only_when_it_validates_better(tiny_path, clickstream, tmp_path):
+    sessions, texts = clickstream
+    settings = TrainingSettings(loss="cosine_prob_margin", epochs=1, batch_size=16, seed=1,
+                                wise_ft_alphas=(0.0, 0.5))
+    result = fine_tune(tiny_path, sessions, texts, PARAMS, tmp_path, settings=settings)
+    # alpha 0 is the starting model itself: it can only be kept when training made validation worse.
+    assert result.wise_ft_alpha in (0.0, 0.5, 1.0)
+    assert result.best_metrics["wise_ft_alpha"] == result.wise_ft_alpha
+    assert result.best_value >= max(r.metrics["val_ndcg_at_10"] for r in result.history)
+    if result.wise_ft_alpha == 0.0:
+        assert result.best_value == pytest.approx(result.baseline_value, abs=1e-6)
 
 
 def test_should_stop_cancels_before_the_next_step(tiny_path, clickstream, tmp_path):

@@ -9,6 +9,7 @@ import torch
 from tests.test_trainer_examples import make_session
 from trainer.examples import build_examples
 from trainer.lightning_module import FineTuningModule
+from trainer.losses import LOSSES, LossBatch, RankingLoss, build_losses
 from trainer.params import FineTuningParams
 from trainer.tiny_model import build_tiny_model
 from trainer.towers import EmbeddingTowers
@@ -30,13 +31,15 @@ class RecordLearningRates(L.Callback):
         self.rates.append([optimizer.param_groups[0]["lr"] for optimizer in trainer.optimizers])
 
 
-def train(towers: EmbeddingTowers, params: FineTuningParams, steps: int, losses=("in_batch_contrastive",)):
+def train(towers: EmbeddingTowers, params: FineTuningParams, steps: int, losses=("in_batch_contrastive",),
+          grad_cache_chunk: int | None = None):
     sessions = [make_session(f"s{i}", WORDS, [WORDS[i % 8]], query=f"{WORDS[i % 8]} please") for i in range(24)]
     examples = build_examples(sessions)
     texts = {w: f"{w} text" for w in WORDS}
     module = FineTuningModule(
         towers, params, train_triples=build_triples(examples), relevant=relevant_by_query(examples),
-        texts=texts, losses=losses, batch_size=8, epochs=1, warmup_fraction=0.5,
+        texts=texts, losses=build_losses(losses, params), batch_size=8, epochs=1, warmup_fraction=0.5,
+        grad_cache_chunk=grad_cache_chunk,
     )
     recorder = RecordLearningRates()
     trainer = L.Trainer(
@@ -86,7 +89,42 @@ def test_frozen_layers_do_not_move_and_the_rest_trains(tiny_path, losses):
     assert not torch.equal(trained, bert.encoder.layer[1].attention.self.query.weight)
 
 
-def test_an_unknown_loss_is_refused(tiny_path):
-    with pytest.raises(ValueError, match="unknown loss"):
-        FineTuningModule(EmbeddingTowers.load(tiny_path, device="cpu"), FineTuningParams(),
-                         train_triples=[object()], texts={}, losses=("triplet",))
+def test_an_unknown_loss_is_refused_naming_the_known_ones():
+    with pytest.raises(ValueError, match="unknown loss.*triplet.*known: in_batch_contrastive, prob_margin"):
+        build_losses(["triplet"], FineTuningParams())
+
+
+def test_a_new_loss_is_one_class_and_one_registry_line(tiny_path, monkeypatch):
+    calls = []
+
+    class CountingLoss(RankingLoss):
+        name = "counting"
+
+        def forward(self, batch: LossBatch) -> torch.Tensor:
+            calls.append(len(batch))
+            return (1.0 - batch.positive_scores()).mean()
+
+    monkeypatch.setitem(LOSSES, "counting", CountingLoss)
+    train(EmbeddingTowers.load(tiny_path, device="cpu"), FineTuningParams(query_lr=1e-3), steps=2, losses=("counting",))
+    assert len(calls) == 2 and all(n > 0 for n in calls)
+
+
+def test_gradient_caching_takes_the_same_step_as_one_big_batch(tiny_path):
+    # Without dropout (whose masks depend on the chunking) the chunked step is the same step, up to
+    # float error: the loss sees the same embeddings and the same gradients flow back.
+    params = FineTuningParams(query_lr=1e-3)
+    plain = without_dropout(EmbeddingTowers.load(tiny_path, device="cpu"))
+    cached = without_dropout(EmbeddingTowers.load(tiny_path, device="cpu"))
+    train(plain, params, steps=2)
+    train(cached, params, steps=2, grad_cache_chunk=3)
+    for (name, a), (_, b) in zip(plain.query_tower.named_parameters(), cached.query_tower.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def without_dropout(towers: EmbeddingTowers) -> EmbeddingTowers:
+    for module in towers.query_tower.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "dropout_prob"):
+            module.dropout_prob = 0.0
+    return towers

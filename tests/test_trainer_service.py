@@ -27,7 +27,7 @@ def by_key(key: str):
 
 def test_a_closed_batch_becomes_a_better_model_announced_and_loadable(trainer_harness: TrainerHarness):
     harness = trainer_harness
-    harness.add_batch("batch-a", clickstream_batch("a"))
+    harness.add_batch("batch-a", clickstream_batch("a", 240))  # enough test queries for a significant lift
     closed = harness.store.get_batch("batch-a")
     harness.send(harness.topics.batches.name, BatchClosed(
         batch_id="batch-a", session_count=closed.session_count, opened_at=closed.opened_at,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from schemas.sessions import StoredSession
@@ -28,6 +28,7 @@ from schemas.sessions import StoredSession
 class ItemRef:
     object_id: str
     rank: float
+    position: int = 0  # 1-based place among the session's shown results; 0 when not known
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class HeldOutSession:
 def session_example(
     session: StoredSession, *, negative_downsampling: float = 1.0, seed: int = 0
 ) -> SessionExample:
-    shown = sorted((ItemRef(r.object_id, r.rank) for r in session.search_results), key=lambda item: item.rank)
+    ordered = sorted(session.search_results, key=lambda r: r.rank)
+    shown = [ItemRef(r.object_id, r.rank, position) for position, r in enumerate(ordered, start=1)]
     if session.is_irrelevant:
         positives: list[ItemRef] = []
         negatives = shown
@@ -123,6 +125,82 @@ def split_sessions(
         n_test = 1
     test_ids = {s.session_id for s in keyed[:n_test]}
     return [s for s in sessions if s.session_id not in test_ids], [s for s in sessions if s.session_id in test_ids]
+
+
+def normalise_query(query: str) -> str:
+    """The key sessions are grouped by: case and runs of white space do not make a different query."""
+    return " ".join(query.lower().split())
+
+
+@dataclass(frozen=True)
+class QuerySplit:
+    """A batch's sessions on three disjoint sides by query text: every session of one (normalised)
+    query lands on the same side, so no query is learned from and then judged."""
+
+    train: list[StoredSession]
+    validation: list[StoredSession]
+    test: list[StoredSession]
+
+    def queries(self, side: str) -> set[str]:
+        return {normalise_query(s.search_query) for s in getattr(self, side)}
+
+
+def split_queries(
+    sessions: Sequence[StoredSession], test_fraction: float, validation_fraction: float, *, salt: str = ""
+) -> QuerySplit:
+    """Train, validation and test sessions, decided by a hash of each session's normalised query.
+
+    The hash puts a query on the same side whatever the order, the trial, or the other queries of the
+    batch: validation picks epochs and trials, test only judges the winner. Sides left empty by the
+    hash stay empty (the caller decides whether the rest is enough to judge).
+    """
+    if not (0.0 <= test_fraction < 1.0 and 0.0 <= validation_fraction < 1.0 and test_fraction + validation_fraction < 1.0):
+        raise ValueError(f"need test_fraction, validation_fraction >= 0 with a sum below 1, got "
+                         f"{test_fraction} and {validation_fraction}")
+    sides: dict[str, list[StoredSession]] = {"train": [], "validation": [], "test": []}
+    for session in sessions:
+        position = _unit_hash("query:" + salt + normalise_query(session.search_query))
+        side = "test" if position < test_fraction else (
+            "validation" if position < test_fraction + validation_fraction else "train")
+        sides[side].append(session)
+    return QuerySplit(**sides)
+
+
+@dataclass(frozen=True)
+class HeldOutQuery:
+    """One held-out query text with every session that asked it: the relevance the judgement scores
+    a model against (clicked items, each click weighted by the inverse examination propensity of the
+    rank it was clicked at, averaged over the query's sessions)."""
+
+    key: str
+    text: str
+    gains: dict[str, float]  # object id -> relevance; empty when nothing was clicked
+    sessions: tuple[HeldOutSession, ...]
+
+
+def held_out_queries(
+    sessions: Iterable[StoredSession], propensity: Callable[[int], float] | None = None
+) -> list[HeldOutQuery]:
+    """Held-out sessions grouped by normalised query, in a deterministic order.
+
+    ``propensity(position)`` (1-based position among the shown results) is the chance a user examined
+    that position; None counts every click as 1.
+    """
+    grouped: dict[str, list[HeldOutSession]] = {}
+    for session in sessions:
+        held = held_out_session(session)
+        grouped.setdefault(normalise_query(held.query), []).append(held)
+    found = []
+    for key in sorted(grouped):
+        members = sorted(grouped[key], key=lambda s: s.session_id)
+        gains: dict[str, float] = {}
+        for held in members:
+            for position, item in enumerate(held.shown, start=1):
+                if item.object_id in held.relevant:
+                    weight = 1.0 / max(propensity(position), 1e-3) if propensity is not None else 1.0
+                    gains[item.object_id] = gains.get(item.object_id, 0.0) + weight / len(members)
+        found.append(HeldOutQuery(key, members[0].query, gains, tuple(members)))
+    return found
 
 
 def _downsample(negatives: list[ItemRef], fraction: float, rng: random.Random) -> list[ItemRef]:

@@ -1,9 +1,10 @@
 """One fine-tuning run: one FineTuningParams, the batch's sessions, the starting model → the best model.
 
-Runs on CUDA when there is one and on CPU otherwise. The held-out sessions are chosen by a hash of
-their ids, so every run of a search is measured on the same ones, and the starting model is measured
-on them first (the baseline a tuned model has to beat). The weights kept are those of the best
-validation by the main metric, not the last ones.
+Runs on CUDA when there is one and on CPU otherwise. Queries are split by a hash of their normalised
+text into train, validation and test (``trainer.examples.split_queries``), so every run of a search is
+validated on the same queries and no query is both learned and judged. The weights kept are those of
+the best validation by the main metric (then mixed with the starting weights when a WiSE-FT mix
+validates better), never chosen by the test queries.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import torch
 
 from schemas.sessions import StoredSession
 from trainer.callbacks import FineTuneCanceled, KeepBestWeights, ProgressAndCancel
-from trainer.evaluation import HeldOutEvaluator
-from trainer.examples import HeldOutSession, SessionExample, build_examples, held_out_session, split_sessions
+from trainer.evaluation import CatalogEvaluator
+from trainer.examples import QuerySplit, SessionExample, build_examples, held_out_queries, split_queries
 from trainer.lightning_module import FineTuningModule, ValidationRecord
+from trainer.losses import build_losses
+from trainer.metrics import higher_is_better
 from trainer.params import FineTuningParams
 from trainer.towers import EmbeddingTowers
 from trainer.triples import build_triples, relevant_by_query
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 ItemTexts = Mapping[str, str] | Callable[[list[str]], Mapping[str, str]]
 """Item text by object id: a mapping, or a function from a list of ids to the texts it found."""
 
-__all__ = ["FineTuneCanceled", "FineTuneResult", "ItemTexts", "NotEnoughData", "TrainingSettings", "fine_tune"]
+__all__ = ["FineTuneCanceled", "FineTuneResult", "ItemTexts", "NotEnoughData", "TrainingSettings", "fine_tune",
+           "split_for", "metric_name", "wise_ft"]
 
 
 class NotEnoughData(ValueError):
@@ -46,38 +50,70 @@ class TrainingSettings:
     loss: str | tuple[str, ...] = "in_batch_contrastive"
     epochs: int = 3
     batch_size: int = 16  # triples per step
-    main_metric: str = "test_ndcg_at_10"
-    test_fraction: float = 0.2
+    grad_cache_chunk: int | None = None  # embed a step in chunks of this many texts (gradient caching)
+    mined_negatives: int = 0  # per (query, positive), mined each epoch from the universe with the current model
+    mining_window: tuple[int, int] = (10, 50)  # ranks the mined negatives are drawn from
+    main_metric: str = "ndcg_at_10"  # a measure of trainer.evaluation; a "test_" or "val_" prefix is ignored
+    test_fraction: float = 0.2  # of the distinct queries
+    validation_fraction: float = 0.15  # of the distinct queries
     same_query_and_items: bool = True
     seed: int = 13
     eval_every_steps: int | None = None  # None: once per epoch
     warmup_fraction: float = 0.1
+    wise_ft_alphas: tuple[float, ...] = ()  # WiSE-FT mixes tried on validation (1.0, the tuned model, always is)
+    early_stopping_patience: int | None = None  # validations without improvement before training stops
     progress_bar: bool = False
     accelerator: str | None = None  # None: "cuda" when available, else "cpu"
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> TrainingSettings:
         values = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
-        return cls(**{**values, **overrides})
+        values = {**values, **overrides}
+        for name in ("wise_ft_alphas", "mining_window"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
 
     @property
     def losses(self) -> tuple[str, ...]:
         return (self.loss,) if isinstance(self.loss, str) else tuple(self.loss)
 
+    @property
+    def metric(self) -> str:
+        """The main metric's measure name, without a side prefix."""
+        return metric_name(self.main_metric)
+
+    @property
+    def monitor(self) -> str:
+        return "val_" + self.metric
+
+
+def metric_name(main_metric: str) -> str:
+    for prefix in ("test_", "val_"):
+        if main_metric.startswith(prefix):
+            return main_metric[len(prefix):]
+    return main_metric
+
+
+def split_for(sessions: Sequence[StoredSession], settings: TrainingSettings) -> QuerySplit:
+    """The batch's train / validation / test queries, the same for every trial and for the judgement."""
+    return split_queries(sessions, settings.test_fraction, settings.validation_fraction)
+
 
 @dataclass
 class FineTuneResult:
     params: FineTuningParams
-    main_metric: str
-    best_metrics: dict[str, float]
-    baseline_metrics: dict[str, float]
+    main_metric: str  # the validation metric that chose the epoch, e.g. "val_ndcg_at_10"
+    best_metrics: dict[str, float]  # validation measures of the kept weights
+    baseline_metrics: dict[str, float]  # the starting model's, on the same validation queries
     best_epoch: int
     best_step: int
     history: list[ValidationRecord]
     model_path: Path
     train_sessions: int
-    test_sessions: int
+    validation_queries: int
     train_triples: int
+    wise_ft_alpha: float = 1.0
     missing_items: list[str] = field(default_factory=list)
 
     @property
@@ -97,12 +133,18 @@ def fine_tune(
     output_dir: str | Path,
     *,
     settings: TrainingSettings = TrainingSettings(),
+    universe: Sequence[str] | None = None,
+    propensity: Callable[[int], float] | None = None,
     on_progress: Callable[[int, int, int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_validation: Callable[[ValidationRecord], None] | None = None,
 ) -> FineTuneResult:
-    """Train ``base_model`` (a SentenceTransformer folder) on ``sessions`` with ``params``.
+    """Train ``base_model`` (a SentenceTransformer folder) on the training queries of ``sessions``.
 
+    The validation queries pick the epoch (and the WiSE-FT mix); the test queries are not touched
+    here: ``trainer.judgement`` measures the kept model on them once, for the announcement.
+    ``universe`` lists every item the validation searches over (default: every item the batch showed).
+    ``propensity(position)`` weights clicks in training and in the validation relevance (None: all 1).
     ``on_progress(epoch, epochs, step, steps)`` is called after every training step;
     ``should_stop()`` before every training and validation step, and a True raises FineTuneCanceled;
     ``on_validation(record)`` after every validation (an Optuna pruner raises from there to stop).
@@ -111,46 +153,47 @@ def fine_tune(
     import lightning as L
 
     output_dir = Path(output_dir)
-    train_sessions, test_sessions = split_sessions(sessions, settings.test_fraction)
+    split = split_for(sessions, settings)
     examples = build_examples(
-        train_sessions,
+        split.train,
         negative_downsampling=params.negative_downsampling,
         not_irrelevant_only=params.not_irrelevant_only,
         seed=settings.seed,
     )
-    # Every test session is kept whatever the params, so that all runs are measured on the same set.
-    held_out = [held_out_session(s) for s in test_sessions]
-    wanted = sorted(
-        {i.object_id for e in examples for i in e.positives + e.negatives}
-        | {i.object_id for s in held_out for i in s.shown}
-    )
+    validation = held_out_queries(split.validation, propensity)
+    shown = {r.object_id for s in sessions for r in s.search_results}
+    wanted = sorted(set(universe or ()) | shown)
     texts = _load_texts(item_texts, wanted)
-    missing = [object_id for object_id in wanted if object_id not in texts]
+    missing = [object_id for object_id in wanted if object_id in shown and object_id not in texts]
     if missing:
         log.warning("%d item(s) have no text and are left out, e.g. %s", len(missing), missing[:5])
-        examples, held_out = _without(examples, held_out, set(missing))
+        examples = _without(examples, set(missing))
 
-    triples = build_triples(examples)
+    triples = build_triples(examples, propensity)
     if not any(t.positive is not None for t in triples):
-        raise NotEnoughData(f"the {len(train_sessions)} training sessions have no clicked results to learn from")
-    if not any(s.relevant for s in held_out):
+        raise NotEnoughData(f"the {len(split.train)} training sessions have no clicked results to learn from")
+    evaluator = CatalogEvaluator({"validation": validation}, sorted(texts), texts)
+    if evaluator.judged("validation") == 0:
         raise NotEnoughData(
-            f"none of the {len(held_out)} held-out sessions has a clicked result; raise test_fraction or send more sessions"
+            f"none of the {len(validation)} validation queries has a clicked result; raise validation_fraction "
+            "or send more sessions"
         )
 
     if settings.seed is not None:
         L.seed_everything(settings.seed, workers=True, verbose=False)
     accelerator = settings.accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
     device = "cuda" if accelerator in ("cuda", "gpu") else "cpu"
+    monitor = settings.monitor
     with _quiet_lightning():
         towers = EmbeddingTowers.load(base_model, same_query_and_items=settings.same_query_and_items, device=device)
         towers.freeze_layers(params.num_fixed_layers)
+        start_state = {k: v.detach().to("cpu", copy=True) for k, v in towers.state_dict().items()}
 
-        evaluator = HeldOutEvaluator(held_out, texts)
-        evaluator.set_baseline(evaluator.score(towers))
-        baseline_metrics = {f"test_{k}": v for k, v in evaluator.metrics(evaluator.baseline).items()}
-        if settings.main_metric not in {*baseline_metrics, "train_loss"}:
-            raise NotEnoughData(f"main metric {settings.main_metric!r} cannot be computed; have: {sorted(baseline_metrics)}")
+        evaluator.set_baseline(evaluator.embed(towers))
+        baseline_metrics = {f"val_{k}": v for k, v in evaluator.metrics(evaluator.baseline, "validation").items()}
+        if monitor not in baseline_metrics:
+            raise NotEnoughData(f"main metric {settings.metric!r} cannot be computed; have: "
+                                f"{sorted(k[4:] for k in baseline_metrics)}")
 
         module = FineTuningModule(
             towers,
@@ -159,14 +202,23 @@ def fine_tune(
             relevant=relevant_by_query(examples),
             texts=texts,
             evaluator=evaluator,
-            losses=settings.losses,
+            losses=build_losses(settings.losses, params),
             batch_size=settings.batch_size,
+            grad_cache_chunk=settings.grad_cache_chunk,
+            mined_negatives=settings.mined_negatives,
+            mining_window=tuple(settings.mining_window),
             epochs=settings.epochs,
             warmup_fraction=settings.warmup_fraction,
             seed=settings.seed,
         )
-        best = KeepBestWeights(settings.main_metric)
-        steps_per_epoch = math.ceil(len(triples) / settings.batch_size)
+        best = KeepBestWeights(monitor)
+        callbacks: list = [best, ProgressAndCancel(settings.epochs, on_progress, should_stop, on_validation)]
+        if settings.early_stopping_patience:
+            from lightning.pytorch.callbacks import EarlyStopping
+
+            callbacks.append(EarlyStopping(monitor=monitor, mode="max" if higher_is_better(monitor) else "min",
+                                           patience=settings.early_stopping_patience, check_on_train_epoch_end=False))
+        steps_per_epoch = math.ceil(len(triples) / settings.batch_size)  # mining only adds to it
         trainer = L.Trainer(
             accelerator=accelerator,
             devices=1,
@@ -178,30 +230,51 @@ def fine_tune(
             num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1,
             val_check_interval=min(settings.eval_every_steps, steps_per_epoch) if settings.eval_every_steps else None,
-            callbacks=[best, ProgressAndCancel(settings.epochs, on_progress, should_stop, on_validation)],
+            callbacks=callbacks,
             default_root_dir=str(output_dir),
         )
         trainer.fit(module)
 
         if best.best_state is None:
             raise RuntimeError("training ended without a validation; nothing to keep")
-        towers.load_state_dict(best.best_state)
+        best_record = next(r for r in module.history if r.step == best.best_step and r.epoch == best.best_epoch)
+        best_metrics = dict(best_record.metrics)
+        alpha, state = 1.0, best.best_state
+        for candidate in sorted(set(settings.wise_ft_alphas) - {1.0}):
+            mixed = wise_ft(start_state, best.best_state, candidate)
+            towers.load_state_dict(mixed)
+            measured = {f"val_{k}": v for k, v in evaluator.metrics(evaluator.embed(towers), "validation").items()}
+            log.info("WiSE-FT alpha %.2f: %s %.4f", candidate, monitor, measured[monitor])
+            if _better(measured[monitor], best_metrics[monitor], monitor):
+                alpha, state, best_metrics = candidate, mixed, {**best_metrics, **measured}
+        towers.load_state_dict(state)
         model_path = towers.save(output_dir / "model")
-    best_record = next(r for r in module.history if r.step == best.best_step and r.epoch == best.best_epoch)
+    best_metrics["wise_ft_alpha"] = alpha
     return FineTuneResult(
         params=params,
-        main_metric=settings.main_metric,
-        best_metrics=dict(best_record.metrics),
+        main_metric=monitor,
+        best_metrics=best_metrics,
         baseline_metrics=baseline_metrics,
         best_epoch=best.best_epoch,
         best_step=best.best_step,
         history=list(module.history),
         model_path=model_path,
-        train_sessions=len(train_sessions),
-        test_sessions=len(test_sessions),
+        train_sessions=len(split.train),
+        validation_queries=evaluator.judged("validation"),
         train_triples=len(triples),
+        wise_ft_alpha=alpha,
         missing_items=missing,
     )
+
+
+def wise_ft(start: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """Weight-space ensemble ``(1 − alpha)·start + alpha·tuned`` (WiSE-FT); integer buffers are the tuned ones."""
+    return {name: (1.0 - alpha) * start[name] + alpha * value if value.is_floating_point() else value
+            for name, value in tuned.items()}
+
+
+def _better(value: float, than: float, metric: str) -> bool:
+    return value > than if higher_is_better(metric) else value < than
 
 
 def _load_texts(item_texts: ItemTexts, object_ids: list[str]) -> dict[str, str]:
@@ -211,12 +284,10 @@ def _load_texts(item_texts: ItemTexts, object_ids: list[str]) -> dict[str, str]:
     return {i: found[i] for i in object_ids if i in found}
 
 
-def _without(
-    examples: list[SessionExample], held_out: list[HeldOutSession], missing: set[str]
-) -> tuple[list[SessionExample], list[HeldOutSession]]:
+def _without(examples: list[SessionExample], missing: set[str]) -> list[SessionExample]:
     from dataclasses import replace
 
-    kept_examples = [
+    kept = [
         replace(
             e,
             positives=tuple(i for i in e.positives if i.object_id not in missing),
@@ -224,13 +295,9 @@ def _without(
         )
         for e in examples
     ]
-    kept_held_out = [
-        replace(s, shown=tuple(i for i in s.shown if i.object_id not in missing), relevant=s.relevant - missing)
-        for s in held_out
-    ]
     # A relevant session whose clicked items all lack text has lost the anchor of its negatives.
-    kept_examples = [e for e in kept_examples if e.positives or e.is_irrelevant]
-    return [e for e in kept_examples if not e.is_empty], [s for s in kept_held_out if s.shown]
+    kept = [e for e in kept if e.positives or e.is_irrelevant]
+    return [e for e in kept if not e.is_empty]
 
 
 class _quiet_lightning:

@@ -8,8 +8,13 @@ The steps, each reported as the task's progress stage:
 4. start from the newest model of an earlier iteration of the method, or from the initial one;
 5. search the plugin's parameter space with Optuna (seeded TPE, median pruning on the main metric):
    each trial is an MLflow run named by the parameters' id; a restarted task reuses finished runs;
-6. keep the best run's model in MLflow, delete the models it superseded, and announce it with
-   ``ModelReady`` when it beats the starting model on the held-out sessions.
+6. keep the best run's model (best on the validation queries) in MLflow, delete the models it
+   superseded, and judge it against the starting model on the test queries, over the whole item
+   universe (``trainer.judgement``): ``ModelReady`` only when the lift is significant.
+
+Queries are split once per task by a hash of their normalised text (``trainer.fine_tune.split_for``):
+training, validation (epochs, trials) and test (the announcement, nothing else). A batch with too
+few judged test queries ends ``done`` before any training, saying so.
 """
 
 from __future__ import annotations
@@ -28,12 +33,16 @@ from schemas.sessions import BatchStatus, StoredSession
 from schemas.settings import Settings
 from schemas.tasks import TaskProgress
 from session_store.base import SessionStore
-from trainer.fine_tune import FineTuneCanceled, FineTuneResult, NotEnoughData, TrainingSettings, fine_tune
+from trainer.evaluation import CatalogEvaluator
+from trainer.examples import HeldOutQuery, held_out_queries
+from trainer.fine_tune import FineTuneCanceled, FineTuneResult, NotEnoughData, TrainingSettings, fine_tune, split_for
+from trainer.judgement import GateSettings, Judgement, judge
 from trainer.lightning_module import ValidationRecord
 from trainer.loaders.cache import CachedItemLoader
 from trainer.metrics import higher_is_better
 from trainer.params import FineTuningParams, suggest_params, validate_space
 from trainer.plugin_loader import UnknownMethod, discover_plugins
+from trainer.propensity import Propensity, estimate_propensity
 from trainer.plugins import FineTuningBuilder, FineTuningMethod, PluginContext
 from trainer.service import TaskCanceled, TaskControl, TaskFailed
 from trainer.task_store import Task
@@ -42,6 +51,20 @@ from trainer.tracking import TAG_BATCH, TAG_METHOD, TAG_TASK, ExperimentTracker,
 log = logging.getLogger(__name__)
 
 BASELINE_PREFIX = "baseline_"
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    """What every trial of one task trains on: the same for all of them, so built once."""
+
+    builder: FineTuningBuilder
+    training: TrainingSettings
+    start_model: Path
+    texts: dict[str, str]  # every item of the universe
+    sessions: Sequence[StoredSession]
+    experiment_id: str
+    trials: int
+    propensity: Propensity | None = None  # examination by position; None: clicks unweighted
 
 
 @dataclass
@@ -92,16 +115,34 @@ class _Iteration:
         builder = self._builder(plugin, sessions)
         settings = builder.fine_tuning_settings
         training = TrainingSettings.from_settings(settings, **self.runner.training_overrides)
+        propensity = self._propensity(sessions)
+        test_queries = held_out_queries(split_for(sessions, training).test, propensity)
+        gate = GateSettings.from_settings(self.runner.settings)
+        judged = sum(1 for q in test_queries if q.gains)
+        if judged < gate.min_test_queries:
+            return (f"{judged} held-out queries, at least {gate.min_test_queries} needed to judge a model "
+                    f"(ES_GATE_MIN_TEST_QUERIES); nothing announced"), None
         texts = self._item_texts(builder, sessions)
         experiment_id = self.runner.tracker.experiment_id(
             iteration_experiment_name(self.task.fine_tuning_method, self.task.batch_id)
         )
         start_model = self._start_model(experiment_id)
-        best = self._search(builder, training, start_model, texts, sessions, experiment_id)
+        inputs = TrialInputs(builder, training, start_model, texts, sessions, experiment_id,
+                             min(settings.trials, _grid_size(builder.initial_params)), propensity)
+        best = self._search(inputs)
         try:
-            return self._conclude(best, training, experiment_id)
+            return self._conclude(best, inputs, test_queries, gate)
         finally:
             shutil.rmtree(self.work_dir / "trials", ignore_errors=True)
+
+    def _propensity(self, sessions: Sequence[StoredSession]) -> Propensity | None:
+        settings = self.runner.settings
+        if not settings.click_propensity_weighting:
+            return None
+        found = estimate_propensity(sessions, prior_eta=settings.click_propensity_prior_eta)
+        log.info("task %s: examination propensity (%s): %s", self.task.task_id, found.source,
+                 ", ".join(f"{v:.2f}" for v in found.by_position))
+        return found
 
     def _plugin(self) -> FineTuningMethod:
         self._stage("loading plugin")
@@ -144,17 +185,22 @@ class _Iteration:
         return builder
 
     def _item_texts(self, builder: FineTuningBuilder, sessions: Sequence[StoredSession]) -> dict[str, str]:
+        """Texts of every item the task knows: those the batch showed, and the whole catalog when the
+        loader can list it (the held-out queries are searched over all of them)."""
         self._stage("loading items")
-        wanted = sorted({r.object_id for s in sessions for r in s.search_results})
+        shown = sorted({r.object_id for s in sessions for r in s.search_results})
         loader = CachedItemLoader(builder.item_loader, self.work_dir / "items")
         try:
-            texts = loader.load_all(wanted)
+            catalog = list(builder.item_loader.list_ids() or [])
+            texts = loader.load_all(shown)
+            if catalog:
+                texts.update(builder.item_loader.load_all([i for i in catalog if i not in texts]))
         except Exception as error:  # noqa: BLE001 - a data source failure ends the task with its reason
             raise TaskFailed(f"loading item texts failed: {type(error).__name__}: {error}") from None
         if not texts:
-            raise TaskFailed(f"none of the batch's {len(wanted)} items has a text; check ES_ITEMS_URL")
-        log.info("task %s: %d of %d item texts (%d fetched, rest cached)", self.task.task_id, len(texts),
-                 len(wanted), loader.fetched)
+            raise TaskFailed(f"none of the batch's {len(shown)} items has a text; check ES_ITEMS_URL")
+        log.info("task %s: %d item texts (%d shown in the batch, %d in the catalog; %d fetched, rest cached)",
+                 self.task.task_id, len(texts), len(shown), len(catalog), loader.fetched)
         return texts
 
     def _start_model(self, experiment_id: str) -> Path:
@@ -172,33 +218,30 @@ class _Iteration:
         return destination / "model"
 
     # --- the search ----------------------------------------------------------------------------
-    def _search(self, builder: FineTuningBuilder, training: TrainingSettings, start_model: Path,
-                texts: dict[str, str], sessions: Sequence[StoredSession], experiment_id: str) -> TrialOutcome | None:
-        trials = min(builder.fine_tuning_settings.trials, _grid_size(builder.initial_params))
-        metric = training.main_metric
-        maximize = higher_is_better(metric)
+    def _search(self, inputs: TrialInputs) -> TrialOutcome | None:
+        """Optuna over the plugin's grid, each trial valued on the validation queries."""
+        maximize = higher_is_better(inputs.training.monitor)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
             direction="maximize" if maximize else "minimize",
-            sampler=optuna.samplers.TPESampler(seed=training.seed),
+            sampler=optuna.samplers.TPESampler(seed=inputs.training.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
         )
         best: TrialOutcome | None = None
         tried: dict[str, float | None] = {}  # params id -> value (None: pruned)
         asked = 0
-        while len(tried) < trials and asked < 20 * trials:
+        while len(tried) < inputs.trials and asked < 20 * inputs.trials:
             self._check_stop()
             asked += 1
             trial = study.ask()
-            params = suggest_params(trial, builder.initial_params)
+            params = suggest_params(trial, inputs.builder.initial_params)
             if params.id in tried:
                 # A sampler may suggest a point again; answer from memory rather than spend a trial.
                 value = tried[params.id]
                 study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.PRUNED)
                 continue
             try:
-                outcome = self._trial(len(tried), trials, trial, params, training, start_model, texts, sessions,
-                                      experiment_id)
+                outcome = self._trial(len(tried), trial, params, inputs)
             except optuna.TrialPruned:
                 tried[params.id] = None
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -213,23 +256,25 @@ class _Iteration:
                 self.runner.tracker.delete_model(outcome.run_id)
         return best
 
-    def _trial(self, number: int, trials: int, trial: optuna.Trial, params: FineTuningParams,
-               training: TrainingSettings, start_model: Path, texts: dict[str, str],
-               sessions: Sequence[StoredSession], experiment_id: str) -> TrialOutcome:
+    def _trial(self, number: int, trial: optuna.Trial, params: FineTuningParams, inputs: TrialInputs) -> TrialOutcome:
         tracker = self.runner.tracker
-        metric = training.main_metric
-        done = tracker.find_run(experiment_id, params.id)
+        metric = inputs.training.monitor
+        trials = inputs.trials
+        done = tracker.find_run(inputs.experiment_id, params.id)
         if done is not None and done.info.status == "FINISHED" and metric in done.data.metrics:
             log.info("trial %d: parameters %s already trained in run %s", number + 1, params.id[:12], done.info.run_id)
             return _outcome_of(done, metric)
         if done is not None:
             tracker.client.delete_run(done.info.run_id)  # an unfinished run of a dead trainer
 
-        run = tracker.start_run(experiment_id, params.id, params.to_mlflow_params(), {
+        run = tracker.start_run(inputs.experiment_id, params.id, params.to_mlflow_params(), {
             TAG_METHOD: self.task.fine_tuning_method, TAG_BATCH: self.task.batch_id or "",
             TAG_TASK: self.task.task_id,
         }, run_name=f"trial {number + 1} · {params.id[:12]}")
-        self._report(stage="training", trial=number + 1, trials=trials, epochs=training.epochs)
+        if inputs.propensity is not None:
+            tracker.log_metrics(run.run_id, inputs.propensity.as_metrics(), step=0)
+            tracker.client.set_tag(run.run_id, "es.propensity", inputs.propensity.source)
+        self._report(stage="training", trial=number + 1, trials=trials, epochs=inputs.training.epochs)
 
         def on_progress(epoch: int, epochs: int, step: int, steps: int) -> None:
             done_fraction = (epoch * steps + step) / max(1, epochs * steps)
@@ -246,9 +291,10 @@ class _Iteration:
 
         try:
             result = fine_tune(
-                start_model, sessions, texts, params, self.work_dir / "trials" / params.id[:16],
-                settings=training, on_progress=on_progress, should_stop=self.control.should_stop,
-                on_validation=on_validation,
+                inputs.start_model, inputs.sessions, inputs.texts, params, self.work_dir / "trials" / params.id[:16],
+                settings=inputs.training, universe=sorted(inputs.texts), propensity=inputs.propensity,
+                on_progress=on_progress,
+                should_stop=self.control.should_stop, on_validation=on_validation,
             )
         except FineTuneCanceled:
             tracker.end_run(run.run_id, "KILLED")
@@ -269,7 +315,8 @@ class _Iteration:
         tracker = self.runner.tracker
         baseline = {BASELINE_PREFIX + k: v for k, v in result.baseline_metrics.items()}
         final = {**result.best_metrics, **baseline, "best_epoch": float(result.best_epoch),
-                 "train_triples": float(result.train_triples), "missing_items": float(len(result.missing_items))}
+                 "train_triples": float(result.train_triples), "missing_items": float(len(result.missing_items)),
+                 "validation_queries": float(result.validation_queries)}
         tracker.log_metrics(run.run_id, final, step=result.best_step + 1)
         self._report(stage="uploading model")
         tracker.log_model(run.run_id, result.model_path)
@@ -278,29 +325,51 @@ class _Iteration:
         return TrialOutcome(run.run_id, result.best_value, dict(result.best_metrics), dict(result.baseline_metrics))
 
     # --- the outcome ---------------------------------------------------------------------------
-    def _conclude(self, best: TrialOutcome | None, training: TrainingSettings,
-                  experiment_id: str) -> tuple[str, str | None]:
-        metric = training.main_metric
+    def _conclude(self, best: TrialOutcome | None, inputs: TrialInputs, test_queries: list[HeldOutQuery],
+                  gate: GateSettings) -> tuple[str, str | None]:
         if best is None:
             raise TaskFailed("every trial was pruned or failed; no model was kept")
-        base = best.baseline.get(metric)
-        improved = base is None or (best.value > base if higher_is_better(metric) else best.value < base)
-        summary = f"{metric} {best.value:.4f} vs starting model {base:.4f}" if base is not None else f"{metric} {best.value:.4f}"
-        if not improved:
-            # The next iteration should start from the model that is still the best one.
-            self.runner.tracker.delete_model(best.run_id)
-            return f"no parameter set beat the starting model ({summary}); nothing announced", None
-        model_uri = RunRef(best.run_id, experiment_id).model_uri
-        self._stage("announcing model")
+        self._stage("judging on test queries")
         model_dir = self.runner.tracker.download_model(best.run_id, self.work_dir / "best")
+        judgement, tested = self._judge(inputs, model_dir, test_queries, gate)
+        tracker = self.runner.tracker
+        tracker.log_metrics(best.run_id, {f"judgement_{k}": float(v) for k, v in judgement.as_fields().items()}, step=0)
+        if not judgement.announce:
+            # The next iteration should start from the model that is still the best one.
+            tracker.delete_model(best.run_id)
+            shutil.rmtree(self.work_dir / "best", ignore_errors=True)
+            return f"no better model: {judgement.reason} ({judgement.summary()}); nothing announced", None
+        model_uri = RunRef(best.run_id, inputs.experiment_id).model_uri
+        self._stage("announcing model")
         self.runner.publish_model_ready(ModelReady(
             task_id=self.task.task_id, batch_id=self.task.batch_id, fine_tuning_method=self.task.fine_tuning_method,
             model_uri=model_uri, run_id=best.run_id, embedding_dim=_embedding_dim(model_dir),
-            model_fingerprint=_fingerprint(model_dir), main_metric=metric, metrics=best.metrics,
-            baseline_metrics=best.baseline,
+            model_fingerprint=_fingerprint(model_dir), main_metric="test_" + judgement.metric,
+            metrics=tested["tuned"], baseline_metrics=tested["base"], **judgement.as_fields(),
         ))
         shutil.rmtree(self.work_dir / "best", ignore_errors=True)
-        return f"better model: {summary}", model_uri
+        return f"better model: {judgement.summary()}", model_uri
+
+    def _judge(self, inputs: TrialInputs, model_dir: Path, test_queries: list[HeldOutQuery],
+               gate: GateSettings) -> tuple[Judgement, dict[str, dict[str, float]]]:
+        """The starting and the tuned model on the test queries, searched over the whole universe."""
+        from trainer.evaluation import mean_of
+        from trainer.towers import EmbeddingTowers
+
+        same = inputs.training.same_query_and_items
+        evaluator = CatalogEvaluator({"test": test_queries}, sorted(inputs.texts), inputs.texts)
+        base_towers = EmbeddingTowers.load(inputs.start_model, same_query_and_items=same, device="cpu")
+        evaluator.set_baseline(evaluator.embed(base_towers))
+        base = evaluator.per_query(evaluator.baseline, "test")
+        del base_towers
+        self._check_stop()
+        tuned = evaluator.per_query(evaluator.embed(EmbeddingTowers.load(model_dir, same_query_and_items=same,
+                                                                         device="cpu")), "test")
+        tested = {side: {f"test_{k}": v for k, v in mean_of(found).items()}
+                        for side, found in (("base", base), ("tuned", tuned))}
+        judgement = judge(base, tuned, inputs.training.metric, gate, {q.key: sorted(q.gains) for q in test_queries})
+        log.info("task %s: %s: %s", self.task.task_id, judgement.reason, judgement.summary())
+        return judgement, tested
 
     # --- progress ------------------------------------------------------------------------------
     def _stage(self, stage: str) -> None:
@@ -333,7 +402,7 @@ def _call_plugin(name: str, what: str, call: Callable):
 def _outcome_of(run, metric: str) -> TrialOutcome:
     metrics = dict(run.data.metrics)
     baseline = {k[len(BASELINE_PREFIX):]: v for k, v in metrics.items() if k.startswith(BASELINE_PREFIX)}
-    tuned = {k: v for k, v in metrics.items() if k.startswith("test_")}
+    tuned = {k: v for k, v in metrics.items() if k.startswith("val_")}
     return TrialOutcome(run.info.run_id, metrics[metric], tuned, baseline)
 
 

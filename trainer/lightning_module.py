@@ -18,14 +18,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from trainer.curriculum import epoch_examples_type, select_triples
-from trainer.evaluation import HeldOutEvaluator
-from trainer.losses import CosineProbMarginRankingLoss, InBatchContrastiveLoss, ProbMarginRankingLoss
+from trainer.evaluation import CatalogEvaluator
+from trainer.mining import mine_negatives
+from trainer.losses import LossBatch, RankingLoss
 from trainer.params import FineTuningParams
 from trainer.towers import EmbeddingTowers
 from trainer.triples import Triple, TripleBatch, TripleCollator, relevant_by_query
 
-MARGIN_LOSSES = {"prob_margin": ProbMarginRankingLoss, "cosine_prob_margin": CosineProbMarginRankingLoss}
-LOSS_NAMES = (*MARGIN_LOSSES, "in_batch_contrastive")
 
 
 @dataclass
@@ -53,18 +52,20 @@ class FineTuningModule(L.LightningModule):
         train_triples: Sequence[Triple],
         relevant: Mapping[str, frozenset[str]] | None = None,
         texts: Mapping[str, str],
-        evaluator: HeldOutEvaluator | None = None,
-        losses: Sequence[str] = ("in_batch_contrastive",),
+        evaluator: CatalogEvaluator | None = None,
+        losses: Sequence[RankingLoss],
         batch_size: int = 16,
+        grad_cache_chunk: int | None = None,
+        mined_negatives: int = 0,
+        mining_window: tuple[int, int] = (10, 50),
         epochs: int = 1,
         warmup_fraction: float = 0.1,
         seed: int = 0,
         eval_batch_size: int = 32,
     ):
         super().__init__()
-        unknown = [name for name in losses if name not in LOSS_NAMES]
-        if unknown or not losses:
-            raise ValueError(f"unknown loss(es) {unknown or losses}; known: {', '.join(LOSS_NAMES)}")
+        if not losses:
+            raise ValueError("no loss to train with")
         self.automatic_optimization = False
         self.towers = towers
         self.params = params
@@ -79,27 +80,25 @@ class FineTuningModule(L.LightningModule):
         self.warmup_fraction = warmup_fraction
         self.seed = seed
         self.eval_batch_size = eval_batch_size
-        self.contrastive = InBatchContrastiveLoss() if "in_batch_contrastive" in losses else None
-        self.margin_losses = nn.ModuleList(
-            MARGIN_LOSSES[name](
-                margin=params.margin,
-                min_abs_difference=params.min_abs_difference_threshold,
-                max_abs_difference=params.max_abs_difference_threshold,
-            )
-            for name in losses
-            if name in MARGIN_LOSSES
-        )
+        self.losses = nn.ModuleList(losses)
+        self.grad_cache_chunk = grad_cache_chunk
+        self.mined_negatives = mined_negatives
+        self.mining_window = mining_window
+        self.relevant = dict(relevant) if relevant is not None else {}
         self.history: list[ValidationRecord] = []
         self.training_steps = 0
         self._epoch_losses: list[float] = []
-        self._val_scores: list[list[float]] = []
+        self._val_metrics: dict[str, float] | None = None
         self._baseline_positive: dict[tuple[str, str], float] = {}
 
     # --- optimisation -------------------------------------------------------------------------
     @property
     def total_steps(self) -> int:
-        # An upper bound: a curriculum epoch may train on fewer triples than all of them.
-        return max(1, self.epochs * math.ceil(len(self.train_triples) / self.batch_size))
+        # An upper bound: a curriculum epoch may train on fewer triples than all of them; mined
+        # negatives add per_positive triples per (query, positive) row.
+        rows = len({(t.query, t.positive) for t in self.train_triples if t.positive is not None})
+        triples = len(self.train_triples) + self.mined_negatives * rows
+        return max(1, self.epochs * math.ceil(triples / self.batch_size))
 
     def configure_optimizers(self):
         tower_settings = [(self.towers.query_tower, self.params.query_lr, self.params.query_weight_decay)]
@@ -137,12 +136,16 @@ class FineTuningModule(L.LightningModule):
         epoch = self.current_epoch if self._trainer is not None else 0
         examples_type = epoch_examples_type(self.params.examples_order, epoch)
         triples = select_triples(self.train_triples, examples_type, self.towers, self.texts, self.params.margin)
+        if self.mined_negatives:
+            triples = triples + mine_negatives(self.towers, triples, self.texts, self.relevant,
+                                               per_positive=self.mined_negatives, window=self.mining_window,
+                                               seed=self.seed * 1000 + epoch)
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         return DataLoader(triples, batch_size=self.batch_size, shuffle=True, generator=generator, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:
-        indices = list(range(len(self.evaluator))) if self.evaluator is not None else []
-        return DataLoader(indices, batch_size=self.eval_batch_size, collate_fn=list)
+        # One step: the evaluator embeds the whole item universe and searches it for every query.
+        return DataLoader([0] if self.evaluator is not None else [], batch_size=1, collate_fn=list)
 
     # --- training -------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -163,18 +166,45 @@ class FineTuningModule(L.LightningModule):
         """The configured losses summed, and the rows' query-positive cosines."""
         queries = self.towers.encode_queries(batch.queries)
         items = self.towers.encode_items([self.texts[i] for i in batch.positives + batch.negatives])
-        positives, negatives = items[: len(batch)], items[len(batch) :]
-        positive_scores = F.cosine_similarity(queries, positives)
-        loss = queries.new_zeros(())
-        if self.contrastive is not None:
-            loss = loss + self.contrastive(queries, positives, negatives, batch.known_relevant)
-        if len(self.margin_losses) and len(batch.margin_pairs):
-            rows, columns = batch.margin_pairs[:, 0].to(self.device), batch.margin_pairs[:, 1].to(self.device)
-            pair_positive = positive_scores[rows]
-            pair_negative = F.cosine_similarity(queries[rows], negatives[columns])
-            for margin_loss in self.margin_losses:
-                loss = loss + margin_loss(pair_positive, pair_negative)
-        return loss, positive_scores
+        inputs = self._loss_batch(batch, queries, items)
+        return self._loss(inputs), inputs.positive_scores()
+
+    def _loss_batch(self, batch: TripleBatch, queries: Tensor, items: Tensor) -> LossBatch:
+        return LossBatch(queries=queries, positives=items[: len(batch)], negatives=items[len(batch):],
+                         known_relevant=batch.known_relevant, margin_pairs=batch.margin_pairs,
+                         weights=getattr(batch, "weights", None))
+
+    def _loss(self, inputs: LossBatch) -> Tensor:
+        total = inputs.queries.new_zeros(())
+        for loss in self.losses:
+            total = total + loss(inputs)
+        return total
+
+    def _cached_step(self, batch: TripleBatch) -> tuple[Tensor, Tensor]:
+        """Gradient caching: embed the step in chunks without a graph, take the loss and its gradient
+        with respect to the embeddings, then re-embed chunk by chunk with a graph and push those
+        gradients through. Memory is that of one chunk, whatever the batch; the random state of each
+        chunk is replayed so that dropout masks match between the two passes."""
+        size = self.grad_cache_chunk
+        item_texts = [self.texts[i] for i in batch.positives + batch.negatives]
+        plan = [(self.towers.encode_queries, batch.queries[i:i + size]) for i in range(0, len(batch.queries), size)]
+        plan += [(self.towers.encode_items, item_texts[i:i + size]) for i in range(0, len(item_texts), size)]
+        states, outputs = [], []
+        with torch.no_grad():
+            for encode, texts in plan:
+                states.append(torch.get_rng_state())
+                outputs.append(encode(texts))
+        n_query_chunks = math.ceil(len(batch.queries) / size)
+        queries = torch.cat(outputs[:n_query_chunks]).detach().requires_grad_()
+        items = torch.cat(outputs[n_query_chunks:]).detach().requires_grad_()
+        inputs = self._loss_batch(batch, queries, items)
+        loss = self._loss(inputs)
+        loss.backward()
+        gradients = list(torch.split(queries.grad, size)) + list(torch.split(items.grad, size))
+        for (encode, texts), state, gradient in zip(plan, states, gradients, strict=True):
+            torch.set_rng_state(state)
+            self.manual_backward((encode(texts) * gradient).sum())
+        return loss.detach(), inputs.positive_scores().detach()
 
     def training_step(self, batch: TripleBatch, batch_idx: int) -> Tensor | None:
         if len(batch) == 0:
@@ -183,8 +213,11 @@ class FineTuningModule(L.LightningModule):
         schedulers = self._as_list(self.lr_schedulers())
         for optimizer in optimizers:
             optimizer.zero_grad()
-        loss, positive_scores = self.batch_loss(batch)
-        self.manual_backward(loss)
+        if self.grad_cache_chunk and len(batch) + len(batch.negatives) > self.grad_cache_chunk:
+            loss, positive_scores = self._cached_step(batch)
+        else:
+            loss, positive_scores = self.batch_loss(batch)
+            self.manual_backward(loss)
         for optimizer in optimizers:
             self.clip_gradients(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
             optimizer.step()
@@ -203,16 +236,17 @@ class FineTuningModule(L.LightningModule):
 
     # --- validation -----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_scores = []
+        self._val_metrics = None
 
-    def validation_step(self, indices: list[int], batch_idx: int) -> None:
-        self._val_scores.extend(self.evaluator.score(self.towers, indices))
+    def validation_step(self, batch: list[int], batch_idx: int) -> None:
+        snapshot = self.evaluator.embed(self.towers)
+        self._val_metrics = self.evaluator.metrics(snapshot, "validation")
 
     def on_validation_epoch_end(self) -> None:
-        if self.evaluator is None or len(self._val_scores) != len(self.evaluator):
+        if self.evaluator is None or self._val_metrics is None:
             return
-        metrics = {f"test_{name}": value for name, value in self.evaluator.metrics(self._val_scores).items()}
+        metrics = {f"val_{name}": value for name, value in self._val_metrics.items()}
+        self.log_dict(metrics, batch_size=1)
         if self._epoch_losses:
             metrics["train_loss"] = sum(self._epoch_losses) / len(self._epoch_losses)
-        self.log_dict({k: v for k, v in metrics.items() if k.startswith("test_")}, batch_size=1)
         self.history.append(ValidationRecord(self.current_epoch, self.training_steps, metrics))

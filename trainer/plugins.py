@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from schemas.sessions import StoredSession
 
@@ -31,21 +31,27 @@ class PluginMeta:
     description: str = ""
 
 
-LossName = Literal["cosine_prob_margin", "prob_margin", "in_batch_contrastive"]
+LossName = str  # a key of trainer.losses.LOSSES, e.g. "in_batch_contrastive"
 
 
 @dataclass(frozen=True)
 class FineTuningSettings:
     """How each trial trains. Losses are named so they survive MLflow params and task metadata."""
 
-    loss: LossName = "in_batch_contrastive"
+    loss: LossName | tuple[LossName, ...] = "in_batch_contrastive"
     epochs: int = 3
     batch_size: int = 16
+    grad_cache_chunk: int | None = None  # gradient caching: batches of 64-512 in the memory of one chunk
     trials: int = 4
-    main_metric: str = "test_ndcg_at_10"
-    test_fraction: float = 0.2
+    main_metric: str = "ndcg_at_10"  # over the item universe; see trainer.evaluation for the others
+    test_fraction: float = 0.2  # of the distinct queries: they decide the announcement
+    validation_fraction: float = 0.15  # of the distinct queries: they pick epochs, trials, the WiSE-FT mix
     same_query_and_items: bool = True
     seed: int = 13
+    wise_ft_alphas: tuple[float, ...] = ()  # e.g. (0.5, 0.75): mixes with the starting weights, kept if better
+    early_stopping_patience: int | None = None  # validations without improvement before a trial stops
+    mined_negatives: int = 0  # hard negatives per (query, positive) mined each epoch with the current model
+    mining_window: tuple[int, int] = (10, 50)  # the ranks they are drawn from
 
 
 @dataclass

@@ -18,12 +18,12 @@ The seeds instead borrowed positives from an arbitrary other session, of another
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from trainer.examples import SessionExample
+from trainer.examples import SessionExample, normalise_query
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,10 @@ class Triple:
     query: str
     positive: str | None  # object id
     negative: str | None  # object id
+    weight: float = 1.0  # of the positive's click: inverse examination propensity of its position
 
 
-def query_key(query: str) -> str:
-    return " ".join(query.lower().split())
+query_key = normalise_query
 
 
 def relevant_by_query(examples: Iterable[SessionExample]) -> dict[str, frozenset[str]]:
@@ -46,23 +46,31 @@ def relevant_by_query(examples: Iterable[SessionExample]) -> dict[str, frozenset
     return {key: frozenset(ids) for key, ids in found.items()}
 
 
-def build_triples(examples: Sequence[SessionExample]) -> list[Triple]:
+def build_triples(examples: Sequence[SessionExample],
+                  propensity: Callable[[int], float] | None = None) -> list[Triple]:
+    """``propensity(position)`` weights each click by the inverse chance its position was examined."""
     relevant = relevant_by_query(examples)
     triples: list[Triple] = []
     for example in examples:
         if example.positives:
-            positives = [item.object_id for item in example.positives]
+            positives = [(item.object_id, _weight(item.position, propensity)) for item in example.positives]
         else:
             # Sorted: the set's iteration order would make the triples depend on the hash seed.
-            positives = sorted(relevant.get(query_key(example.query), ()))
+            positives = [(p, 1.0) for p in sorted(relevant.get(query_key(example.query), ()))]
         negatives = [item.object_id for item in example.negatives]
         if positives and negatives:
-            triples.extend(Triple(example.query, p, n) for p in positives for n in negatives)
+            triples.extend(Triple(example.query, p, n, w) for p, w in positives for n in negatives)
         elif positives and not example.is_irrelevant:
-            triples.extend(Triple(example.query, p, None) for p in positives)
+            triples.extend(Triple(example.query, p, None, w) for p, w in positives)
         else:
             triples.extend(Triple(example.query, None, n) for n in negatives)
     return triples
+
+
+def _weight(position: int, propensity: Callable[[int], float] | None) -> float:
+    if propensity is None or position < 1:
+        return 1.0
+    return 1.0 / max(propensity(position), 1e-3)
 
 
 @dataclass
@@ -78,6 +86,7 @@ class TripleBatch:
     negatives: list[str]  # distinct object ids
     margin_pairs: torch.Tensor  # long [P, 2]
     known_relevant: torch.Tensor  # bool [rows, rows + negatives]
+    weights: torch.Tensor | None = None  # float [rows]: each row's click weight
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -92,12 +101,15 @@ class TripleCollator:
 
     def __call__(self, triples: Sequence[Triple]) -> TripleBatch:
         rows: dict[tuple[str, str], int] = {}
+        row_weights: list[float] = []
         negatives: dict[str, int] = {}
         pairs: list[tuple[int, int]] = []
         for triple in triples:
             row = None
             if triple.positive is not None:
                 row = rows.setdefault((triple.query, triple.positive), len(rows))
+                if row == len(row_weights):
+                    row_weights.append(triple.weight)
             if triple.negative is not None:
                 column = negatives.setdefault(triple.negative, len(negatives))
                 if row is not None:
@@ -116,4 +128,5 @@ class TripleCollator:
             negatives=list(negatives),
             margin_pairs=torch.tensor(sorted(set(pairs)), dtype=torch.long).reshape(-1, 2),
             known_relevant=known_relevant,
+            weights=torch.tensor(row_weights, dtype=torch.float32),
         )

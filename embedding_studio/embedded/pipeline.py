@@ -259,7 +259,7 @@ def _announced(status: TaskStatus) -> bool:
 
 
 def trial_histories(tracking_uri: str, model_ready_or_batch: ModelReady | str, method: str | None = None,
-                    metric: str = "test_ndcg_at_10") -> dict[str, list[tuple[int, float]]]:
+                    metric: str = "val_ndcg_at_10") -> dict[str, list[tuple[int, float]]]:
     """Each trial's validation curve of ``metric`` (run name → [(step, value)]), from MLflow, for the
     iteration that trained a batch (given its ModelReady, or its batch id and method)."""
     from mlflow.tracking import MlflowClient

@@ -17,6 +17,7 @@ class CosineProbMarginRankingLoss(ProbMarginRankingLoss):
     subclass cannot replace. Here the base calls the public ``activation``.)
     """
 
+    name = "cosine_prob_margin"
     steepness: float = 400.0
     offset: float = 6.0
 

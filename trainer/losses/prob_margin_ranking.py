@@ -1,19 +1,28 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainer.losses.base import LossBatch, RankingLoss
+
+if TYPE_CHECKING:
+    from trainer.params import FineTuningParams
 
 
-class ProbMarginRankingLoss(nn.Module):
-    """A smooth margin-ranking loss over (positive, negative) score pairs, weighted by confidence.
+class ProbMarginRankingLoss(RankingLoss):
+    """A smooth margin-ranking loss over the batch's (positive, negative) pairs, weighted by confidence.
 
     For each pair, with target ``t`` (+1 when scores are similarities, -1 when they are distances):
 
         a = -t · (s⁺ − s⁻) + margin
-        loss = mean( activation(a) · min(c⁺, c⁻) )
+        loss = mean( activation(a) · confidence )
 
     With the plain sigmoid as activation this is a soft hinge: it goes to 0 once the positive leads
-    the negative by well over the margin, and to the confidence once the order is badly wrong.
+    the negative by well over the margin, and to the confidence once the order is badly wrong. The
+    confidence of a pair is its row's weight (``batch.weights``, ones when absent).
 
     Pairs whose ``|s⁺ − s⁻|`` lies outside ``[min_abs_difference, max_abs_difference]`` are left out
     (measured on the current scores, without gradient): near-ties are often label noise and huge gaps
@@ -24,6 +33,8 @@ class ProbMarginRankingLoss(nn.Module):
         min_abs_difference, max_abs_difference: the pair filter; the defaults keep almost everything.
         is_similarity: True for similarity scores (higher is closer), False for distances.
     """
+
+    name = "prob_margin"
 
     def __init__(
         self,
@@ -42,33 +53,30 @@ class ProbMarginRankingLoss(nn.Module):
         self.max_abs_difference = max_abs_difference
         self.target = 1.0 if is_similarity else -1.0
 
+    @classmethod
+    def from_params(cls, params: FineTuningParams) -> ProbMarginRankingLoss:
+        return cls(margin=params.margin, min_abs_difference=params.min_abs_difference_threshold,
+                   max_abs_difference=params.max_abs_difference_threshold)
+
     def activation(self, a: Tensor) -> Tensor:
         """Maps the margin violation ``a`` to a per-pair penalty; subclasses reshape it."""
         return torch.sigmoid(a)
 
-    def forward(
-        self,
-        positive_scores: Tensor,
-        negative_scores: Tensor,
-        positive_confidences: Tensor | None = None,
-        negative_confidences: Tensor | None = None,
-    ) -> Tensor:
-        """
-        Inputs:
-            positive_scores, negative_scores: ``[P]``, the query's score with the pair's positive and
-                negative item.
-            positive_confidences, negative_confidences: ``[P]`` in [0, 1], how sure we are of each
-                label; ones when not given.
-        Returns:
-            a scalar; zero (still attached to the graph) when the filter leaves no pair.
-        """
+    def forward(self, batch: LossBatch) -> Tensor:
+        if batch.margin_pairs.numel() == 0:
+            return batch.queries.sum() * 0.0
+        rows = batch.margin_pairs[:, 0].to(batch.queries.device)
+        columns = batch.margin_pairs[:, 1].to(batch.queries.device)
+        positive = F.cosine_similarity(batch.queries[rows], batch.positives[rows])
+        negative = F.cosine_similarity(batch.queries[rows], batch.negatives[columns])
+        return self.pair_loss(positive, negative, batch.row_weights()[rows])
+
+    def pair_loss(self, positive_scores: Tensor, negative_scores: Tensor, confidences: Tensor | None = None) -> Tensor:
+        """The loss of ``[P]`` pair scores with ``[P]`` confidences in [0, 1] (ones when not given);
+        zero, still attached to the graph, when the filter leaves no pair."""
         if positive_scores.shape != negative_scores.shape:
             raise ValueError(f"scores differ in shape: {tuple(positive_scores.shape)} vs {tuple(negative_scores.shape)}")
-        confidence = torch.ones_like(positive_scores)
-        if positive_confidences is not None:
-            confidence = torch.minimum(confidence, positive_confidences)
-        if negative_confidences is not None:
-            confidence = torch.minimum(confidence, negative_confidences)
+        confidence = torch.ones_like(positive_scores) if confidences is None else confidences
         difference = positive_scores - negative_scores
         gap = difference.detach().abs()
         kept = (gap >= self.min_abs_difference) & (gap <= self.max_abs_difference)

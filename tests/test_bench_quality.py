@@ -1,0 +1,69 @@
+"""The quality bench end to end on a tiny generated collection and the tiny model: every figure the
+README table needs is printed, the result file records how it was made, and the README's table is
+the one the committed result files produce."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from bench import quality
+from trainer.tiny_model import build_tiny_model
+
+pytestmark = pytest.mark.slow
+
+TOPICS = "apple river mountain guitar window doctor garden pencil camera island engine forest".split()
+FILLERS = "red blue green small large old young fast slow warm cold bright dark soft hard".split()
+
+
+def tiny_collection(folder: Path, queries_per_topic: int = 12, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True)
+    docs = {f"d{t}-{j}": f"{topic} {' '.join(rng.sample(FILLERS, 3))}" for t, topic in enumerate(TOPICS) for j in range(3)}
+    with (folder / "corpus.jsonl").open("w") as out:
+        for doc_id, text in docs.items():
+            out.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as out, (folder / "qrels.tsv").open("w") as qrels:
+        qrels.write("query-id\tcorpus-id\tscore\n")
+        for t, topic in enumerate(TOPICS):
+            for j in range(queries_per_topic):
+                query_id = f"q{t}-{j}"
+                out.write(json.dumps({"_id": query_id, "text": f"{topic} {' '.join(rng.sample(FILLERS, 2))}"}) + "\n")
+                for k in range(3):
+                    qrels.write(f"{query_id}\td{t}-{k}\t1\n")
+    return folder
+
+
+def test_the_bench_runs_on_a_tiny_collection_and_writes_its_result_file(tmp_path, capsys):
+    dataset = tiny_collection(tmp_path / "tinyset")
+    model = build_tiny_model(tmp_path / "model")
+    results = tmp_path / "quality-tinyset.json"
+    code = quality.main(["--dataset", str(dataset), "--model", str(model), "--seeds", "1", "--max-seq-length", "0",
+                         "--min-test-queries", "5", "--sessions-per-query", "2", "--lr", "1e-3",
+                         "--mined-negatives", "1", "--wise-ft", "0.5", "--results", str(results), "--no-cache"])
+    assert code == 0
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
+    for name in ("base_ndcg10", "tuned_ndcg10", "st_mnrl_ndcg10", "bm25_ndcg10", "oracle_ndcg10", "lift_share_mean",
+                 "tuned_ndcg10_mean", "tuned_ndcg10_spread"):
+        assert name in printed, name
+    assert printed["regressions_announced"] in ("0", "1") and printed["seeds"] == "1"
+
+    record = json.loads(results.read_text())
+    assert record["command"].startswith("python -m bench.quality --dataset ")
+    assert record["git_commit"] and record["machine"]["cpus"] >= 1
+    assert len(record["runs"]) == 1 and record["summary"]["seeds"] == 1
+    # An announced model is never worse than the base on the bench's own test queries, or it is counted.
+    run = record["runs"][0]
+    assert run["regression_announced"] == int(bool(run["announced"]) and run["tuned_lift_ndcg10"] < 0)
+    table = quality.quality_table([results])
+    assert table.splitlines()[2].startswith("| tinyset (")
+
+
+def test_the_readme_quality_table_is_the_one_the_committed_results_produce():
+    readme = quality.README.read_text()
+    table = quality.quality_table(sorted(quality.RESULTS_DIR.glob("quality-*.json")))
+    assert f"{quality.TABLE_BEGIN}\n{table}\n{quality.TABLE_END}" in readme, \
+        "README's quality table is stale: run `python -m bench.quality --readme`"
