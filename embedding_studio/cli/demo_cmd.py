@@ -292,7 +292,7 @@ def _chart(out_dir: Path, base: dict[str, float], tuned: dict[str, float], ready
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from embedding_studio.embedded.pipeline import trial_histories
+    from embedding_studio.embedded.pipeline import trial_baseline, trial_histories
 
     curves = trial_histories(tracking_uri, ready) if ready is not None else {}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +311,7 @@ def _chart(out_dir: Path, base: dict[str, float], tuned: dict[str, float], ready
     bars.legend(loc="upper left")
     if curves:
         lines = axes[0][1]
-        baseline = ready.baseline_metrics.get(ready.main_metric)
+        baseline = trial_baseline(tracking_uri, ready)
         for name, points in curves.items():
             # Each validation, from the starting model's score at step 0; the run's summary (its
             # best value, logged again one step after it) is left out.
@@ -322,7 +322,7 @@ def _chart(out_dir: Path, base: dict[str, float], tuned: dict[str, float], ready
         if baseline is not None:
             lines.axhline(baseline, color="#9aa5b1", linestyle="--", label="starting model")
         lines.set_xlabel("training step")
-        lines.set_ylabel("nDCG@10 (reranking held-out sessions)")
+        lines.set_ylabel("nDCG@10 (validation queries, whole catalog)")
         lines.set_title("Optuna trials")
         lines.legend(fontsize=7)
     figure.tight_layout()

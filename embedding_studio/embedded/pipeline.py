@@ -285,6 +285,25 @@ def trial_histories(tracking_uri: str, model_ready_or_batch: ModelReady | str, m
     return curves
 
 
+def trial_baseline(tracking_uri: str, model_ready: ModelReady, metric: str = "val_ndcg_at_10") -> float | None:
+    """The starting model's score on the validation queries the trial curves are drawn on (every run of
+    an iteration logs it as ``baseline_<metric>``); ModelReady's own baseline is a test-query figure."""
+    from mlflow.tracking import MlflowClient
+
+    from trainer.tracking import iteration_experiment_name
+
+    client = MlflowClient(tracking_uri)
+    name = iteration_experiment_name(model_ready.fine_tuning_method, model_ready.batch_id)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    for run in client.search_runs([experiment.experiment_id], max_results=20):
+        value = run.data.metrics.get(f"baseline_{metric}")
+        if value is not None:
+            return value
+    return None
+
+
 def quiet_output() -> None:
     """Keep the terminal for the story and the training progress bars: no INFO logs (unless
     ES_LOG_LEVEL asks for them), no MLflow run links or download bars, no model-loading bars."""
