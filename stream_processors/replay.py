@@ -1,4 +1,4 @@
-"""Replay: raw clickstream of a time range, read again from Kafka, sessionized into a batch of its own.
+"""Replay: raw clickstream of a time range, read again from Kafka, sessionized into batches of its own.
 
 The stream worker's rules are applied as they are: every record is checked by
 ``raw_events.check_raw_event`` and every session's events go through ``sessionizer.apply_events``,
@@ -20,20 +20,28 @@ working state lives and when sessions close at the edges of the range:
 
 Determinism. Every session's content depends only on its own records, read in partition order,
 and on the range end: never on how partitions interleave or how reads are chunked. Replaying the
-same range with the same rules therefore gives the same sessions. The batch id is derived from the
-topic, the range and the rules (``replay-<sha256>``), and each replayed session's id is its
-original id with ``@<batch id>`` appended (the store keeps a session id in one batch only, and the
-original ids are normally already in the live batches). So a replay of a range already replayed
-finds its batch: closed, it is reused as it is (nothing is read or written again); still open (a
-replay cut short), it is completed — sessions already stored stay, the missing ones are added.
+same range with the same rules therefore gives the same sessions. The range id is derived from the
+topic, the range, the rules and the batch size (``replay-<sha256>``), and each replayed session's
+id is its original id with ``@<range id>`` appended (the store keeps a session id in one batch only,
+and the original ids are normally already in the live batches).
+
+Batches by size. A range's sessions are split into batches of at most ``max_sessions``
+(``ES_BATCH_MAX_SESSIONS``, the live batches' bound) so that no replay makes a batch, or a Cassandra
+partition of one, larger than the live stream could: all sessions of the range are ordered by
+(created_at, session id) — an order that depends only on the sessions — and cut every
+``max_sessions``; part k is batch ``<range id>-p<k>`` (k from 1). The parts are written last to
+first, so part 1 being closed means every part is. A replay of a range already replayed therefore
+finds part 1 closed and reuses the parts as they are (nothing is read or written again); a replay
+cut short is completed — closed parts stay, an open part keeps its sessions and gets the missing
+ones.
 
 Memory: the working state of every session of the range stays in memory until the end (a closed
 session keeps only a small tombstone, so that its late events are recognised as late); the closed
 sessions themselves wait in a temporary spool file.
 
-The batch is opened with ``opened_at`` = the range start, filled from a spool file in one go after
-the whole range is read (so it is open only while its sessions are written), and closed with
-reason ``replay``.
+Each batch is opened with ``opened_at`` = the range start, filled from the spool file after the
+whole range is read (so it is open only while its sessions are written), and closed with reason
+``replay``. Only each session's sort key and spool position are held to order them.
 """
 
 from __future__ import annotations
@@ -91,13 +99,18 @@ class ReplayRange:
     def end_ms(self) -> int:
         return _to_ms(self.end)
 
-    def batch_id(self, rules: SessionRules, max_event_bytes: int) -> str:
-        """The same topic, range and rules always name the same batch."""
+    def range_id(self, rules: SessionRules, max_event_bytes: int, max_sessions: int) -> str:
+        """The same topic, range, rules and batch size always name the same replay."""
         material = json.dumps([
             self.topic, self.start_ms, self.end_ms, rules.gap.total_seconds(), rules.max_events,
-            rules.max_duration.total_seconds(), max_event_bytes,
+            rules.max_duration.total_seconds(), max_event_bytes, max_sessions,
         ])
         return REPLAY_BATCH_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:20]
+
+
+def part_batch_id(range_id: str, part: int) -> str:
+    """The batch of the ``part``-th (from 1) ``max_sessions`` sessions of a replayed range."""
+    return f"{range_id}-p{part}"
 
 
 def replay_session_id(session_id: str, batch_id: str) -> str:
@@ -341,9 +354,10 @@ class RangeReader:
 # --- the whole replay ------------------------------------------------------------------------------
 @dataclass
 class ReplayResult:
-    batch: BatchRecord | None  # None: the range held no session
+    range_id: str
+    batches: list[BatchRecord]  # in part order; empty: the range held no session
     stats: ReplayStats
-    reused: bool = False  # the batch was complete from an earlier replay: nothing was read
+    reused: bool = False  # the batches were complete from an earlier replay: nothing was read
     added: int = 0  # sessions this run wrote (fewer than stats.sessions when completing a cut-short replay)
 
 
@@ -354,19 +368,23 @@ def replay_range(
     store: SessionStore,
     rules: SessionRules,
     max_event_bytes: int,
+    max_sessions: int,
     chunk: int = 20_000,
     timeout_s: float = 600.0,
     on_estimate: Callable[[int | None], None] | None = None,
     on_scanned: Callable[[int], None] | None = None,
     consumer_config: dict[str, Any] | None = None,
 ) -> ReplayResult:
-    """Sessionize the range into its batch in ``store`` and close it (reason ``replay``)."""
-    batch_id = replay_range.batch_id(rules, max_event_bytes)
+    """Sessionize the range into batches of at most ``max_sessions`` in ``store``, each closed (reason
+    ``replay``)."""
+    if max_sessions < 1:
+        raise ValueError("max_sessions must be at least 1")
+    range_id = replay_range.range_id(rules, max_event_bytes, max_sessions)
     stats = ReplayStats()
-    existing = store.get_batch(batch_id)
-    if existing is not None and existing.status is BatchStatus.closed:
-        return ReplayResult(existing, stats, reused=True)
-    sessionizer = RangeSessionizer(rules, max_event_bytes, batch_id, replay_range.end, stats)
+    done = _complete_parts(store, range_id)
+    if done:
+        return ReplayResult(range_id, done, stats, reused=True)
+    sessionizer = RangeSessionizer(rules, max_event_bytes, range_id, replay_range.end, stats)
     with tempfile.TemporaryFile(prefix="es-replay-") as spool:
         with RangeReader(bootstrap, replay_range, chunk=chunk, timeout_s=timeout_s,
                          consumer_config=consumer_config) as reader:
@@ -383,10 +401,52 @@ def replay_range(
                 _spool(spool, sessionizer.feed(records))
         _spool(spool, sessionizer.finish())
         if stats.sessions == 0:
-            return ReplayResult(store.get_batch(batch_id), stats)
-        spool.seek(0)
-        record, added = write_batch(store, batch_id, replay_range.start, _unspool(spool))
-    return ReplayResult(record, stats, added=added)
+            return ReplayResult(range_id, [], stats)
+        parts = _parts(spool, max_sessions)
+        batches: list[BatchRecord] = []
+        added = 0
+        for number in range(len(parts), 0, -1):  # last to first: part 1 closed means all are
+            record, written = write_batch(store, part_batch_id(range_id, number), replay_range.start,
+                                          _read_at(spool, parts[number - 1]))
+            batches.insert(0, record)
+            added += written
+    return ReplayResult(range_id, batches, stats, added=added)
+
+
+def _complete_parts(store: SessionStore, range_id: str) -> list[BatchRecord]:
+    """Every part of an earlier replay of the range, if it completed (its part 1 is closed); else []."""
+    first = store.get_batch(part_batch_id(range_id, 1))
+    if first is None or first.status is not BatchStatus.closed:
+        return []
+    parts = [first]
+    while (record := store.get_batch(part_batch_id(range_id, len(parts) + 1))) is not None:
+        parts.append(record)
+    return parts
+
+
+def _parts(spool: IO[bytes], max_sessions: int) -> list[list[int]]:
+    """Spool positions of the sessions, ordered by (created_at, session id), cut every ``max_sessions``."""
+    spool.seek(0)
+    keys: list[tuple[str, str, int]] = []
+    position = 0
+    for line in spool:
+        if line.strip():
+            session = json.loads(line)
+            keys.append((_sort_time(session["created_at"]), session["session_id"], position))
+        position += len(line)
+    keys.sort()
+    positions = [p for *_, p in keys]
+    return [positions[i:i + max_sessions] for i in range(0, len(positions), max_sessions)]
+
+
+def _sort_time(created_at: str) -> str:
+    return datetime.fromisoformat(created_at.replace("Z", "+00:00")).astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _read_at(spool: IO[bytes], positions: Sequence[int]) -> Iterator[ClosedSession]:
+    for position in positions:
+        spool.seek(position)
+        yield ClosedSession.model_validate_json(spool.readline())
 
 
 def write_batch(store: SessionStore, batch_id: str, opened_at: datetime,
@@ -416,17 +476,10 @@ def _keep_current(store: SessionStore, live: BatchRecord | None) -> None:
 
 
 def _spool(spool: IO[bytes], sessions: Sequence[ClosedSession]) -> None:
-    # Sorted within each write: the order of a batch's rows does not depend on partition interleaving
-    # more than it must (membership never does).
+    # The order here is the read's; ``_parts`` puts the sessions in an order of their own.
     to_json = ClosedSession.__pydantic_serializer__.to_json
     for session in sorted(sessions, key=lambda s: (s.created_at, s.session_id)):
         spool.write(to_json(session) + b"\n")
-
-
-def _unspool(spool: IO[bytes]) -> Iterator[ClosedSession]:
-    for line in spool:
-        if line.strip():
-            yield ClosedSession.model_validate_json(line)
 
 
 def _chunks(items: Iterable[ClosedSession], size: int) -> Iterator[list[ClosedSession]]:

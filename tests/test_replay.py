@@ -26,6 +26,7 @@ from stream_processors.replay import (
     RangeSessionizer,
     ReplayRange,
     original_session_id,
+    part_batch_id,
     replay_range,
     write_batch,
     replay_session_id,
@@ -34,6 +35,7 @@ from stream_processors.sessionizer import SessionRules
 from tests.fixtures.broker import consume, consume_all
 
 RULES = SessionRules()  # the settings' defaults: gap 30 min, 500 events, 4 h
+MAX_SESSIONS = 10_000  # ES_BATCH_MAX_SESSIONS's default
 
 
 @pytest.fixture
@@ -104,7 +106,8 @@ def test_replay_of_a_time_range_rebuilds_its_sessions_the_same_way_every_time(
     argv = ["replay", "--from-time", start.isoformat(), "--to-time", end.isoformat(), "--no-train"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    batch_id = ReplayRange(topics.clickstream.name, start, end).batch_id(RULES, 1 << 20)
+    range_id = ReplayRange(topics.clickstream.name, start, end).range_id(RULES, 1 << 20, MAX_SESSIONS)
+    batch_id = part_batch_id(range_id, 1)  # one part: the range holds fewer sessions than a batch
     assert f"batch {batch_id}" in out
     events_in_range = sum(len(s) for s in inside) + len(split_rest) + len(cut_inside) + 3
     assert f"read {events_in_range} event(s)" in out
@@ -120,14 +123,14 @@ def test_replay_of_a_time_range_rebuilds_its_sessions_the_same_way_every_time(
     for events in inside:
         search = events[0]
         assert isinstance(search, SearchSession)
-        stored = first[replay_session_id(search.session_id, batch_id)]
+        stored = first[replay_session_id(search.session_id, range_id)]
         clicks = [e for e in events if isinstance(e, Interaction)]
         assert [e.event_id for e in stored.events] == [e.event_id for e in clicks]
         assert stored.search_query == search.search_query and stored.created_at == search.created_at
         ended = any(isinstance(e, SessionEnd) for e in events)
         # Sessions without an end event are still open at the range end, and close there.
         assert stored.close_reason == ("end" if ended else "gap")
-    cut_stored = first[replay_session_id(cut[0].session_id, batch_id)]
+    cut_stored = first[replay_session_id(cut[0].session_id, range_id)]
     assert [e.event_id for e in cut_stored.events] == [cut[1].event_id]  # what came after the range is not in
     assert consume_all(kafka_bootstrap, topics.batches.name) == []  # --no-train: not announced
 
@@ -151,10 +154,10 @@ def test_replay_of_a_time_range_rebuilds_its_sessions_the_same_way_every_time(
         store.open_batch(batch_id, start)
         store.put_sessions(batch_id, [next(iter(first.values()))])
         result = replay_range(bootstrap=kafka_bootstrap, replay_range=ReplayRange(topics.clickstream.name, start, end),
-                              store=store, rules=RULES, max_event_bytes=1 << 20)
-    assert not result.reused and result.batch is not None and result.batch.batch_id == batch_id
+                              store=store, rules=RULES, max_event_bytes=1 << 20, max_sessions=MAX_SESSIONS)
+    assert not result.reused and [b.batch_id for b in result.batches] == [batch_id]
     assert result.stats.invalid_events == 3 and result.stats.sessions == len(first)
-    assert result.added == len(first) - 1 and result.batch.session_count == len(first)
+    assert result.added == len(first) - 1 and result.batches[0].session_count == len(first)
     assert _stored(other, batch_id) == first
 
 
@@ -215,15 +218,65 @@ def test_replay_session_ids_stay_within_the_identifier_limit() -> None:
     assert original_session_id("abc@replay-1") == "abc"
 
 
-def test_the_batch_id_names_the_topic_range_and_rules() -> None:
+def test_the_range_id_names_the_topic_range_rules_and_batch_size() -> None:
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     span = ReplayRange("es.clickstream.events", t0, t0 + timedelta(hours=1))
-    assert span.batch_id(RULES, 1 << 20) == ReplayRange("es.clickstream.events", t0, t0 + timedelta(hours=1)).batch_id(
-        RULES, 1 << 20)
-    assert span.batch_id(RULES, 1 << 20) != ReplayRange("es.clickstream.events", t0, t0 + timedelta(hours=2)).batch_id(
-        RULES, 1 << 20)
-    assert span.batch_id(RULES, 1 << 20) != span.batch_id(SessionRules(gap=timedelta(minutes=5)), 1 << 20)
-    assert span.batch_id(RULES, 1 << 20).startswith("replay-")
+    named = span.range_id(RULES, 1 << 20, 100)
+    assert named == ReplayRange("es.clickstream.events", t0, t0 + timedelta(hours=1)).range_id(RULES, 1 << 20, 100)
+    assert named != ReplayRange("es.clickstream.events", t0, t0 + timedelta(hours=2)).range_id(RULES, 1 << 20, 100)
+    assert named != span.range_id(SessionRules(gap=timedelta(minutes=5)), 1 << 20, 100)
+    assert named != span.range_id(RULES, 1 << 20, 101)
+    assert named.startswith("replay-")
+    assert part_batch_id(named, 2) == f"{named}-p2" != part_batch_id(named, 1)
+
+
+def test_a_range_larger_than_a_batch_becomes_batches_of_at_most_the_batch_size_the_same_every_time(
+    system: Path, topics: TopicRegistry, kafka_bootstrap: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sessions = list(emulate_sessions(23, seed=21, session_prefix="big"))
+    with ClickstreamProducer(kafka_bootstrap, topics) as producer:
+        start = _pause()
+        producer.send_many([e for s in sessions for e in s])
+        producer.flush()
+        end = _pause()
+    monkeypatch.setenv("ES_BATCH_MAX_SESSIONS", "10")
+    argv = ["replay", "--from-time", start.isoformat(), "--to-time", end.isoformat()]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    range_id = ReplayRange(topics.clickstream.name, start, end).range_id(RULES, 1 << 20, 10)
+    ids = [part_batch_id(range_id, part) for part in (1, 2, 3)]
+    for batch_id, count in zip(ids, (10, 10, 3)):
+        assert f"batch {batch_id}: {count} session(s) stored, closed (replay)" in out
+    assert part_batch_id(range_id, 4) not in out
+
+    with SqliteSessionStore(system) as store:
+        assert sorted((b.batch_id, b.session_count, b.status) for b in store.list_batches()) == [
+            (i, n, BatchStatus.closed) for i, n in zip(ids, (10, 10, 3))]
+    parts = [_stored(system, batch_id) for batch_id in ids]
+    every = [original_session_id(i) for part in parts for i in part]
+    assert sorted(every) == sorted(s[0].session_id for s in sessions)  # each session in exactly one batch
+    # Cut in the sessions' own order: every session of a part starts no later than any of the next part.
+    starts = [[(s.created_at, s.session_id) for s in part.values()] for part in parts]
+    assert all(max(a) <= min(b) for a, b in zip(starts, starts[1:]))
+
+    # One announcement and one task command per batch, each keyed by its batch.
+    announced = [BatchClosed.model_validate_json(m.value()) for m in consume(kafka_bootstrap, topics.batches.name, 3)]
+    assert sorted((a.batch_id, a.session_count) for a in announced) == sorted(zip(ids, (10, 10, 3)))
+    commands = [parse_task_command(m.value()) for m in consume(kafka_bootstrap, topics.commands.name, 3)]
+    assert sorted((c.batch_id, c.idempotency_key) for c in commands) == sorted((i, f"batch:{i}") for i in ids)
+
+    # Replayed into a fresh store: the same batches, session for session.
+    with SqliteSessionStore(tmp_path / "again.db") as store:
+        result = replay_range(bootstrap=kafka_bootstrap, replay_range=ReplayRange(topics.clickstream.name, start, end),
+                              store=store, rules=RULES, max_event_bytes=1 << 20, max_sessions=10, chunk=7)
+    assert [b.batch_id for b in result.batches] == ids and result.added == 23
+    assert [_stored(tmp_path / "again.db", batch_id) for batch_id in ids] == parts
+    # And again into the first store: found complete, reused, nothing written.
+    with SqliteSessionStore(system) as store:
+        result = replay_range(bootstrap=kafka_bootstrap, replay_range=ReplayRange(topics.clickstream.name, start, end),
+                              store=store, rules=RULES, max_event_bytes=1 << 20, max_sessions=10)
+    assert result.reused and [b.batch_id for b in result.batches] == ids and result.added == 0
 
 
 def test_the_live_open_batch_stays_the_store_s_open_batch(tmp_path: Path) -> None:

@@ -11,18 +11,19 @@ DESCRIPTION = (
     "batch again as a new task. `replay --from-time T [--to-time T2]` reads the raw clickstream topic "
     "again for records stamped (Kafka record time) from T up to, not including, T2 (default: now), "
     "sessionizes them with the stream worker's own validation and session rules (ES_SESSION_*, "
-    "ES_MAX_EVENT_BYTES), stores the sessions in a new batch of the session store (ES_STORE_URL), closes "
-    "it with reason `replay`, announces it (BatchClosed) and asks the trainer to train it (unless "
-    "--no-train). Edges of the range: sessions still open when the range has been read are closed at the "
+    "ES_MAX_EVENT_BYTES), stores the sessions in new batches of the session store (ES_STORE_URL) of at "
+    "most ES_BATCH_MAX_SESSIONS sessions each (ordered by their start, then id), closes each with reason "
+    "`replay`, announces each (BatchClosed) and asks the trainer to train each (unless --no-train). Edges of the range: sessions still open when the range has been read are closed at the "
     "range end (reason gap, as if the gap had passed there); a session whose search is before T is "
     "dropped as an orphan (nothing to train on), one that goes on after T2 keeps what came before T2. "
     "Invalid records are counted and skipped. Each partition is read up to its first record stamped at "
     "or after T2, or up to its end as it stands while reading. "
-    "Idempotent: the batch id is derived from the topic, the range and the session rules "
-    "(replay-<hash>), and each session keeps its original id with @<batch id> appended (the original "
-    "ids already belong to the live batches). Replaying a range again reuses its closed batch as it is "
-    "(same sessions; nothing is read again) and a replay cut short is completed. Exit codes: 0 done (with "
-    "--watch: the task is done), 1 nothing to replay / task error, 2 task canceled, 3 timed out, 4 the "
+    "Idempotent: the range id is derived from the topic, the range, the session rules and "
+    "ES_BATCH_MAX_SESSIONS (replay-<hash>), the batches are <range id>-p1, -p2, ..., and each session "
+    "keeps its original id with @<range id> appended (the original ids already belong to the live "
+    "batches). Replaying a range again reuses its closed batches as they are (same sessions; nothing is "
+    "read again) and a replay cut short is completed. Exit codes: 0 done (with "
+    "--watch: every task is done), 1 nothing to replay / task error, 2 task canceled, 3 timed out, 4 the "
     "broker or store could not be used."
 )
 
@@ -46,7 +47,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="A JSON object kept with the task.")
     parser.add_argument("--idempotency-key", metavar="KEY",
                         help="Same key, same task. Default: a new key for --batch-id; batch:<replay batch id> "
-                        "for --from-time, so the replayed batch is trained once however often it is replayed.")
+                        "for --from-time, so each replayed batch is trained once however often it is "
+                        "replayed; a key given with --from-time gets :<batch id> appended per batch.")
     parser.add_argument("--no-train", action="store_true",
                         help="With --from-time: only build and store the batch; no announcement, no task.")
     parser.add_argument("--watch", action="store_true", help="Follow the training task until it ends.")
@@ -146,7 +148,7 @@ def _replay_range(args: argparse.Namespace) -> int:
         with store:
             result = replay_range(
                 bootstrap=bootstrap, replay_range=span, store=store, rules=rules,
-                max_event_bytes=settings.max_event_bytes, chunk=settings.sessionizer_batch_events,
+                max_event_bytes=settings.max_event_bytes, max_sessions=settings.batch_max_sessions, chunk=settings.sessionizer_batch_events,
                 timeout_s=args.read_timeout, on_estimate=estimate, on_scanned=bar.update,
             )
     except ReplayError as error:
@@ -154,11 +156,12 @@ def _replay_range(args: argparse.Namespace) -> int:
     finally:
         bar.close()
 
-    stats, batch = result.stats, result.batch
+    stats, batches = result.stats, result.batches
     if result.reused:
-        assert batch is not None
-        print(f"this range was replayed before: batch {batch.batch_id} holds its {batch.session_count} "
-              f"session(s), closed {_show(batch.closed_at)}; reused as it is, nothing read again")
+        print(f"this range was replayed before: {len(batches)} batch(es), {sum(b.session_count for b in batches)} "
+              f"session(s); reused as they are, nothing read again")
+        for batch in batches:
+            print(f"batch {batch.batch_id}: {batch.session_count} session(s), closed {_show(batch.closed_at)}")
     else:
         invalid = ", ".join(f"{count} {kind}" for kind, count in stats.invalid.most_common()) or "none"
         print(f"read {stats.events_read} event(s) of the range from {stats.partitions} partition(s); "
@@ -169,28 +172,36 @@ def _replay_range(args: argparse.Namespace) -> int:
               f"{stats.duplicates} duplicate(s)")
         for example in stats.invalid_examples[:3]:
             print(f"  invalid: {example}", file=sys.stderr)
-        if batch is None or batch.status.value != "closed":
+        if not batches:
             print("no session in this range: nothing stored")
             return 1
-        print(f"batch {batch.batch_id}: {batch.session_count} session(s) stored ({result.added} written now), "
-              "closed (replay)")
+        print(f"{len(batches)} batch(es) of at most {settings.batch_max_sessions} session(s) "
+              f"(ES_BATCH_MAX_SESSIONS); {result.added} session(s) written now")
+        for batch in batches:
+            print(f"batch {batch.batch_id}: {batch.session_count} session(s) stored, closed (replay)")
     if args.no_train:
         print("--no-train: not announced, no task")
         return 0
 
-    key = args.idempotency_key or f"batch:{batch.batch_id}"
-    command = _command(ReplayBatch, batch_id=batch.batch_id, fine_tuning_method=args.method,
-                       metadata={"trigger": "replay", "from": span.start.isoformat(), "to": span.end.isoformat(),
-                                 **args.metadata},
-                       idempotency_key=key)
-    announcement = batch_closed(batch)
-    # The command first: a trainer that trains announced batches on its own uses the same key.
-    send_messages(bootstrap, [
-        (topics.commands.name, key, command.model_dump_json()),
-        (topics.batches.name, batch.batch_id, announcement.model_dump_json()),
-    ])
-    print(f"announced on {topics.batches.name}; replay_batch command sent, idempotency key: {key}")
-    return follow_if_asked(args, bootstrap, topics, key)
+    keys = []
+    for part, batch in enumerate(batches, start=1):
+        key = f"{args.idempotency_key}:{batch.batch_id}" if args.idempotency_key else f"batch:{batch.batch_id}"
+        command = _command(ReplayBatch, batch_id=batch.batch_id, fine_tuning_method=args.method,
+                           metadata={"trigger": "replay", "from": span.start.isoformat(), "to": span.end.isoformat(),
+                                     "part": part, "parts": len(batches), **args.metadata},
+                           idempotency_key=key)
+        # The command first: a trainer that trains announced batches on its own uses the same key.
+        send_messages(bootstrap, [
+            (topics.commands.name, key, command.model_dump_json()),
+            (topics.batches.name, batch.batch_id, batch_closed(batch).model_dump_json()),
+        ])
+        print(f"batch {batch.batch_id} announced on {topics.batches.name}; replay_batch command sent, "
+              f"idempotency key: {key}")
+        keys.append(key)
+    worst = 0
+    for key in keys:  # with --watch, each task in turn: the trainer runs one at a time, in this order
+        worst = max(worst, follow_if_asked(args, bootstrap, topics, key))
+    return worst
 
 
 def _command(model, **fields):
