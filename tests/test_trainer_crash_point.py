@@ -57,7 +57,7 @@ def test_a_trainer_killed_before_model_ready_announces_the_model_once_after_rest
         "ES_STORE_URL": f"sqlite:///{data_dir / 'sessions.db'}", "ES_PLUGINS_PATH": str(test_plugins_path),
         "ES_BASE_MODEL": str(tiny_model_path), "ES_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
         # Its own method: no other test's model is where this iteration starts.
-        "ES_DEFAULT_FINE_TUNING_METHOD": "End To End Method", "ES_TRAIN_TRIALS": "1",
+        "ES_DEFAULT_FINE_TUNING_METHOD": "Crash Point Method", "ES_TRAIN_TRIALS": "1",
         "ES_STREAM_SESSION_TIMEOUT_S": "2.0", "ES_STREAM_HEARTBEAT_INTERVAL_S": "0.5",
         "ES_GATE_MIN_TEST_QUERIES": "10",
     }
