@@ -21,8 +21,8 @@ K = 10
 def ndcg_at_k(ranked_relevance: Sequence[float], k: int = K) -> float:
     """nDCG of a ranking, given the relevance of each result in ranked order (gain = relevance)."""
     ideal = sorted(ranked_relevance, reverse=True)
-    ideal_dcg = _dcg(ideal[:k])
-    return _dcg(ranked_relevance[:k]) / ideal_dcg if ideal_dcg > 0 else 0.0
+    ideal_dcg = dcg(ideal[:k])
+    return dcg(ranked_relevance[:k]) / ideal_dcg if ideal_dcg > 0 else 0.0
 
 
 def recall_at_k(ranked_relevance: Sequence[float], k: int = K) -> float:
@@ -44,7 +44,8 @@ def rerank(scores: Sequence[float], relevance: Sequence[float]) -> list[float]:
     return [relevance[i] for i in order]
 
 
-def _dcg(relevance: Sequence[float]) -> float:
+def dcg(relevance: Sequence[float]) -> float:
+    """Discounted cumulative gain of relevance in ranked order (log2 discount)."""
     return sum(rel / math.log2(position + 2) for position, rel in enumerate(relevance))
 
 
