@@ -116,6 +116,22 @@ class TaskProgress(Part):
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+class TaskJudgement(Part):
+    """How the announcement gate judged a task's best trial against the starting model on the batch's
+    test queries: ``lift`` is tuned − base of ``metric``, with its interval at ``lift_confidence``."""
+
+    metric: str
+    base: float
+    tuned: float
+    lift: float
+    lift_ci_low: float
+    lift_ci_high: float
+    lift_confidence: float = Field(gt=0, lt=1)
+    test_queries: int = Field(ge=0)
+    announced: bool
+    reason: str
+
+
 class TaskStatus(Contract):
     """Published on every change of a task. ``seq`` grows by one per event of a task, so a
     consumer can drop stale or repeated ones."""
@@ -128,5 +144,8 @@ class TaskStatus(Contract):
     idempotency_key: Identifier | None = None
     progress: TaskProgress = Field(default_factory=TaskProgress)
     detail: str | None = Field(default=None, max_length=4000)
+    judgement: TaskJudgement | None = Field(
+        default=None, description="On the final status of a task the gate judged: the lift, its interval, the test queries."
+    )
     created_at: UtcDatetime
     updated_at: UtcDatetime = Field(default_factory=utc_now)

@@ -51,12 +51,17 @@ def test_batches_without_signal_announce_nothing_and_one_with_signal_does(traine
         assert final.status == TaskState.done, final.detail
         assert final.detail.startswith("no better model: ") and final.detail.endswith("nothing announced")
         assert "test queries" in final.detail and "CI" in final.detail  # by how much, and how sure
+        judged = final.judgement
+        assert judged is not None and not judged.announced and judged.test_queries >= 30
+        assert judged.lift_ci_low <= judged.lift <= judged.lift_ci_high and judged.lift_ci_low <= 0
 
     final = train(harness, "signal", clickstream_batch("signal", 240))
     assert final.status == TaskState.done and final.detail.startswith("better model: "), final.detail
     ready = harness.models.wait(lambda events: [e for e in events if e.task_id == final.task_id], what="ModelReady")[0]
     assert ready.lift > 0 and 0 < ready.lift_ci_low <= ready.lift <= ready.lift_ci_high
     assert ready.lift_confidence == 0.95 and ready.test_queries >= 10
+    assert final.judgement is not None and final.judgement.announced
+    assert (final.judgement.lift, final.judgement.test_queries) == (ready.lift, ready.test_queries)
     assert ready.main_metric == "test_ips_ndcg_at_10"
     assert ready.metrics["test_ips_ndcg_at_10"] - ready.baseline_metrics["test_ips_ndcg_at_10"] == \
         pytest.approx(ready.lift, abs=1e-6)

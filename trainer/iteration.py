@@ -44,7 +44,7 @@ from trainer.params import FineTuningParams, suggest_params, validate_space
 from trainer.plugin_loader import UnknownMethod, discover_plugins
 from trainer.propensity import Propensity, estimate_propensity
 from trainer.plugins import FineTuningBuilder, FineTuningMethod, PluginContext
-from trainer.service import TaskCanceled, TaskControl, TaskFailed
+from trainer.service import TaskCanceled, TaskControl, TaskFailed, TaskResult
 from trainer.task_store import Task
 from trainer.tracking import TAG_BATCH, TAG_METHOD, TAG_TASK, ExperimentTracker, RunRef, iteration_experiment_name
 
@@ -76,7 +76,7 @@ class TrialOutcome:
 
 
 class IterationRunner:
-    """The trainer service's executor: ``runner(control) -> (detail, model_uri | None)``."""
+    """The trainer service's executor: ``runner(control) -> TaskResult``."""
 
     def __init__(
         self,
@@ -95,7 +95,7 @@ class IterationRunner:
         # e.g. {"progress_bar": True} from the CLI, {"eval_every_steps": 5} from tests.
         self.training_overrides = training_overrides or {}
 
-    def __call__(self, control: TaskControl) -> tuple[str, str | None]:
+    def __call__(self, control: TaskControl) -> TaskResult:
         return _Iteration(self, control).run()
 
 
@@ -109,7 +109,7 @@ class _Iteration:
         self.progress = TaskProgress(stage="starting")
 
     # --- the steps -----------------------------------------------------------------------------
-    def run(self) -> tuple[str, str | None]:
+    def run(self) -> TaskResult:
         plugin = self._plugin()
         sessions = self._batch_sessions()
         builder = self._builder(plugin, sessions)
@@ -120,8 +120,8 @@ class _Iteration:
         gate = GateSettings.from_settings(self.runner.settings)
         judged = sum(1 for q in test_queries if q.gains)
         if judged < gate.min_test_queries:
-            return (f"{judged} held-out queries, at least {gate.min_test_queries} needed to judge a model "
-                    f"(ES_GATE_MIN_TEST_QUERIES); nothing announced"), None
+            return TaskResult(f"{judged} held-out queries, at least {gate.min_test_queries} needed to judge a model "
+                              f"(ES_GATE_MIN_TEST_QUERIES); nothing announced")
         texts = self._item_texts(builder, sessions)
         experiment_id = self.runner.tracker.experiment_id(
             iteration_experiment_name(self.task.fine_tuning_method, self.task.batch_id)
@@ -326,7 +326,7 @@ class _Iteration:
 
     # --- the outcome ---------------------------------------------------------------------------
     def _conclude(self, best: TrialOutcome | None, inputs: TrialInputs, test_queries: list[HeldOutQuery],
-                  gate: GateSettings) -> tuple[str, str | None]:
+                  gate: GateSettings) -> TaskResult:
         if best is None:
             raise TaskFailed("every trial was pruned or failed; no model was kept")
         self._stage("judging on test queries")
@@ -338,7 +338,8 @@ class _Iteration:
             # The next iteration should start from the model that is still the best one.
             tracker.delete_model(best.run_id)
             shutil.rmtree(self.work_dir / "best", ignore_errors=True)
-            return f"no better model: {judgement.reason} ({judgement.summary()}); nothing announced", None
+            return TaskResult(f"no better model: {judgement.reason} ({judgement.summary()}); nothing announced",
+                              judgement=judgement.as_task_judgement())
         model_uri = RunRef(best.run_id, inputs.experiment_id).model_uri
         self._stage("announcing model")
         self.runner.publish_model_ready(ModelReady(
@@ -348,7 +349,7 @@ class _Iteration:
             metrics=tested["tuned"], baseline_metrics=tested["base"], **judgement.as_fields(),
         ))
         shutil.rmtree(self.work_dir / "best", ignore_errors=True)
-        return f"better model: {judgement.summary()}", model_uri
+        return TaskResult(f"better model: {judgement.summary()}", model_uri, judgement.as_task_judgement())
 
     def _judge(self, inputs: TrialInputs, model_dir: Path, test_queries: list[HeldOutQuery],
                gate: GateSettings) -> tuple[Judgement, dict[str, dict[str, float]]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.tasks import TaskJudgement
 from trainer.evaluation import PerQuery
 from trainer.metrics import higher_is_better
 
@@ -61,6 +62,10 @@ class Judgement:
         return (f"{self.metric} {self.tuned:.4f} vs starting model {self.base:.4f}: lift {self.lift:+.4f} "
                 f"[{self.confidence:.0%} CI {self.low:+.4f}, {self.high:+.4f}] over {self.test_queries} test "
                 f"queries{guard}")
+
+    def as_task_judgement(self) -> TaskJudgement:
+        return TaskJudgement(metric=self.metric, base=self.base, tuned=self.tuned, announced=self.announce,
+                             reason=self.reason, **self.as_fields())
 
     def as_fields(self) -> dict[str, float | int | str]:
         return {"lift": self.lift, "lift_ci_low": self.low, "lift_ci_high": self.high,

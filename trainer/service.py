@@ -29,6 +29,7 @@ from schemas.tasks import (
     ReleaseBatch,
     ReplayBatch,
     RestartTask,
+    TaskJudgement,
     TaskProgress,
     TaskState,
     parse_task_command,
@@ -62,8 +63,17 @@ class TaskControl:
     report: Callable[[TaskProgress], None]
 
 
-Executor = Callable[[TaskControl], tuple[str, str | None]]
-"""Runs a task's fine-tuning; returns (detail, model_uri or None). Raises TaskFailed/TaskCanceled."""
+@dataclass(frozen=True)
+class TaskResult:
+    """What a finished task reports: the detail, the announced model (if any), the gate's judgement."""
+
+    detail: str
+    model_uri: str | None = None
+    judgement: TaskJudgement | None = None
+
+
+Executor = Callable[[TaskControl], TaskResult]
+"""Runs a task's fine-tuning. Raises TaskFailed/TaskCanceled."""
 
 
 class TaskService:
@@ -254,7 +264,7 @@ class TaskService:
         try:
             if task.batch_id is None:
                 task = holder["task"] = self._release_open_batch(task, should_stop)
-            detail, model_uri = self.executor(TaskControl(task, should_stop, report))
+            result = self.executor(TaskControl(task, should_stop, report))
         except TaskCanceled:
             if self._stop.is_set() and task.task_id not in self._cancel:
                 return  # shutting down: stays processing, recovered as pending on the next start
@@ -269,7 +279,8 @@ class TaskService:
             self._set(holder["task"], TaskState.error, detail=f"{type(error).__name__}: {error}")
         else:
             final = holder["task"]
-            self._set(final, TaskState.done, detail=detail, model_uri=model_uri,
+            self._set(final, TaskState.done, detail=result.detail, model_uri=result.model_uri,
+                      judgement=result.judgement,
                       progress=final.progress.model_copy(update={"stage": "done", "fraction": 1.0}))
 
     def _release_open_batch(self, task: Task, should_stop: Callable[[], bool]) -> Task:

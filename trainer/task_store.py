@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from schemas.tasks import TaskProgress, TaskState, TaskStatus
+from schemas.tasks import TaskJudgement, TaskProgress, TaskState, TaskStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     attempt INTEGER NOT NULL,
     model_uri TEXT,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    judgement TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status, created_at);
 """
@@ -51,6 +52,7 @@ class Task:
     seq: int = 0
     attempt: int = 1
     model_uri: str | None = None
+    judgement: TaskJudgement | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     updated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
@@ -58,7 +60,7 @@ class Task:
         return TaskStatus(
             task_id=self.task_id, status=self.status, seq=self.seq, fine_tuning_method=self.fine_tuning_method,
             batch_id=self.batch_id, idempotency_key=self.idempotency_key, progress=self.progress,
-            detail=self.detail, created_at=self.created_at, updated_at=self.updated_at,
+            detail=self.detail, judgement=self.judgement, created_at=self.created_at, updated_at=self.updated_at,
         )
 
 
@@ -69,6 +71,9 @@ class TaskStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        # A task store written before the gate's judgement was kept gains the column (NULL for old tasks).
+        if "judgement" not in {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}:
+            self._db.execute("ALTER TABLE tasks ADD COLUMN judgement TEXT")
         self._lock = threading.Lock()  # the command loop and the training thread share one connection
 
     def create(
@@ -82,7 +87,7 @@ class TaskStore:
         )
         with self._lock:
             inserted = self._db.execute(
-                "INSERT OR IGNORE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(task)
+                "INSERT OR IGNORE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(task)
             ).rowcount
         if inserted:
             return task, True
@@ -114,7 +119,7 @@ class TaskStore:
         with self._lock:
             current = self._db.execute("SELECT seq FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone()
             updated = replace(task, **changes, seq=current[0] + 1, updated_at=datetime.now(timezone.utc))
-            self._db.execute("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(updated))
+            self._db.execute("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(updated))
         return updated
 
     def close(self) -> None:
@@ -131,6 +136,7 @@ def _row(task: Task) -> tuple:
         task.task_id, task.idempotency_key, task.release_id, task.status.value, task.fine_tuning_method,
         task.batch_id, json.dumps(task.metadata), task.detail, task.progress.model_dump_json(), task.seq,
         task.attempt, task.model_uri, task.created_at.isoformat(), task.updated_at.isoformat(),
+        task.judgement.model_dump_json() if task.judgement is not None else None,
     )
 
 
@@ -140,4 +146,5 @@ def _task(row: tuple) -> Task:
         fine_tuning_method=row[4], batch_id=row[5], metadata=json.loads(row[6]), detail=row[7],
         progress=TaskProgress.model_validate_json(row[8]), seq=row[9], attempt=row[10], model_uri=row[11],
         created_at=datetime.fromisoformat(row[12]), updated_at=datetime.fromisoformat(row[13]),
+        judgement=TaskJudgement.model_validate_json(row[14]) if len(row) > 14 and row[14] else None,
     )
