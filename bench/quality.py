@@ -361,6 +361,7 @@ def _through_the_pipeline(data: Dataset, train_ids: list[str], base, base_index,
         "train_validation_fraction": options.trainer_validation_fraction,
         "gate_min_test_queries": options.min_test_queries, "stream_session_timeout_s": 2.0,
         "stream_heartbeat_interval_s": 0.5, "sessionizer_processes": 1,
+        "search_port": 0,  # a free port: two benches, or a running `up`, may hold the default one
     })
     mark = time.monotonic()
     say("starting the embedded system and sending the sessions...")

@@ -22,7 +22,8 @@ def test_settings_travel_to_another_process_as_es_variables(tmp_path, monkeypatc
 
 def test_the_embedded_system_sessionizes_and_batches_without_any_address_given(tmp_path):
     settings = Settings(data_dir=tmp_path / "es", batch_max_sessions=3, auto_train=False,
-                        stream_session_timeout_s=2.0, stream_heartbeat_interval_s=0.5, sessionizer_processes=1)
+                        stream_session_timeout_s=2.0, stream_heartbeat_interval_s=0.5, sessionizer_processes=1,
+                        search_port=0)
     with EmbeddedSystem(settings, workers=1) as system:
         assert system.settings.kafka_bootstrap == system.bootstrap
         assert system.settings.mlflow_tracking_uri.startswith("http://127.0.0.1:")
