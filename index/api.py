@@ -90,12 +90,12 @@ def create_app(index: VectorIndex, tracking_uri: str | None, producer=None) -> F
                    for r, h in enumerate(answer.hits, start=1)]
         session_id = None
         if producer is not None and log:
-            from schemas.clickstream import SearchSession
+            from schemas.clickstream import SEARCH_META_INDEX_VERSION, SEARCH_META_MODEL, SearchSession
 
             session_id = uuid.uuid4().hex
             producer.send(SearchSession(
                 session_id=session_id, search_query=q,
-                search_meta={"index_version": version.version, "model_uri": version.model_uri},
+                search_meta={SEARCH_META_INDEX_VERSION: version.version, SEARCH_META_MODEL: version.model_uri},
                 search_results=[{"object_id": r.object_id, "rank": r.rank, "meta": {"text": r.text}} for r in results],
             ))
             producer.poll(0)
