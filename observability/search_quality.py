@@ -5,8 +5,9 @@ of the earliest interaction's result among the results in rank order; 0 without 
 marked irrelevant, was it abandoned (no interaction at all). ``QualityTracker`` adds sessions up per
 model (``schemas.clickstream.served_by`` of the search's ``search_meta``) into the Prometheus metrics
 and into time windows of ``window_s`` seconds by search time, which ``render_chart`` draws: one line
-per model in each of click-through rate, MRR, irrelevant rate and abandonment, and a dashed line where
-each model served its first search, so a drop after a new model went live shows at a glance.
+per model in each of click-through rate, MRR, irrelevant rate and abandonment, a shaded 95% interval
+(normal approximation) and a dashed line where each model served its first search, so a drop after a
+new model went live shows at a glance, and a window too small to tell shows as a wide band.
 
 A session seen twice (the sessions path is at-least-once) counts once while its id is remembered
 (the last ``remember`` ids).
@@ -56,12 +57,14 @@ class QualityTotals:
     sessions: int = 0
     clicked: int = 0
     rr_sum: float = 0.0
+    rr_squares: float = 0.0
     irrelevant: int = 0
 
     def add(self, judgement: SessionJudgement) -> None:
         self.sessions += 1
         self.clicked += judgement.clicked
         self.rr_sum += judgement.reciprocal_rank
+        self.rr_squares += judgement.reciprocal_rank ** 2
         self.irrelevant += judgement.irrelevant
 
     @property
@@ -79,6 +82,17 @@ class QualityTotals:
     @property
     def abandonment(self) -> float:
         return 1.0 - self.ctr if self.sessions else math.nan
+
+    def half_width(self, attribute: str, z: float = 1.96) -> float:
+        """Half the width of the normal-approximation 95% interval of one of the four figures."""
+        if self.sessions < 2:
+            return math.nan
+        if attribute == "mrr":
+            variance = max(self.rr_squares / self.sessions - self.mrr ** 2, 0.0)
+        else:
+            share = getattr(self, attribute)
+            variance = share * (1 - share)
+        return z * math.sqrt(variance / self.sessions)
 
 
 @dataclass
@@ -144,7 +158,10 @@ def render_chart(tracker: QualityTracker, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from datetime import timedelta
+
     series = tracker.series()
+    half_window = timedelta(seconds=tracker.window_s / 2)
     figure, axes = plt.subplots(len(PANELS), 1, figsize=(10, 9), sharex=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     order = sorted(series, key=lambda model: tracker.first_seen.get(model, datetime.max.replace(tzinfo=timezone.utc)))
@@ -152,14 +169,19 @@ def render_chart(tracker: QualityTracker, path: Path) -> Path:
         for n, model in enumerate(order):
             points = series[model]
             colour = colours[n % len(colours)]
-            axis.plot([t for t, _ in points], [getattr(s, attribute) for _, s in points], marker="o",
-                      markersize=3, color=colour, label=f"{_short(model)} ({tracker.totals[model].sessions} sessions)")
+            times = [t + half_window for t, _ in points]  # a window's figure sits at its middle
+            values = [getattr(s, attribute) for _, s in points]
+            spread = [s.half_width(attribute) for _, s in points]
+            axis.plot(times, values, marker="o", markersize=3, color=colour,
+                      label=f"{_short(model)} ({tracker.totals[model].sessions} sessions)")
+            axis.fill_between(times, [v - w for v, w in zip(values, spread)], [v + w for v, w in zip(values, spread)],
+                              color=colour, alpha=0.15, linewidth=0)
             axis.axvline(tracker.first_seen[model], color=colour, linestyle="--", linewidth=1)
         axis.set_ylabel(title)
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
-    axes[0].set_title(f"Live search quality per serving model ({tracker.window_s:.0f} s windows; "
-                      "dashed: the model's first search)")
+    axes[0].set_title(f"Live search quality per serving model ({tracker.window_s:.0f} s windows, shaded: 95% "
+                      "interval; dashed: the model's first search)", fontsize=10)
     if order:
         axes[0].legend(loc="best", fontsize=8)
     axes[-1].set_xlabel("search time (UTC)")

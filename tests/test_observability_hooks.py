@@ -1,0 +1,62 @@
+"""The trainer's and the indexer's own code paths feed their metrics: a task status the trainer
+publishes (to the real broker) and an index refresh (real MLflow, Milvus Lite) show in /metrics."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from prometheus_client import REGISTRY
+
+from embedding_studio.kafka_topics import ensure_topics
+from index.indexer import Indexer
+from index.milvus_index import MilvusIndex
+from schemas.base import utc_now
+from schemas.settings import Settings
+from schemas.tasks import TaskState, TaskStatus
+from trainer.publisher import TaskEventPublisher
+
+
+def _catalog(path, n: int):
+    path.write_text("".join(json.dumps({"id": f"item-{i}", "text": f"item number {i}"}) + "\n" for i in range(n)))
+    return path
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_every_status_the_trainer_publishes_counts_in_its_task_metrics(kafka_bootstrap):
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"o{uuid.uuid4().hex[:10]}")
+    ensure_topics(kafka_bootstrap, settings.topics())
+    publisher = TaskEventPublisher(kafka_bootstrap, settings.topics())
+    before = _value("es_trainer_task_transitions_total", state="error")
+    created = utc_now()
+    for seq, state in enumerate((TaskState.pending, TaskState.processing, TaskState.error)):
+        publisher.status(TaskStatus(task_id="t-hook", status=state, seq=seq, fine_tuning_method="m",
+                                    created_at=created))
+    publisher.flush(10)
+    assert _value("es_trainer_task_transitions_total", state="error") == before + 1
+    assert _value("es_trainer_task_duration_seconds_count", state="error") >= 1
+
+
+def test_index_refreshes_count_by_outcome_and_set_the_served_version(tmp_path, kafka_bootstrap, mlflow_uri,
+                                                                   tiny_model_path):
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, mlflow_tracking_uri=mlflow_uri, data_dir=tmp_path / "es",
+        topic_prefix=f"o{uuid.uuid4().hex[:10]}", base_model=str(tiny_model_path),
+        items_url=_catalog(tmp_path / "catalog.jsonl", 40).as_uri(), index_batch_size=32, index_name="items",
+    )
+    ensure_topics(kafka_bootstrap, settings.topics())
+    served, failed = _value("es_index_refreshes_total", outcome="served"), _value("es_index_refreshes_total",
+                                                                                   outcome="failed")
+    with MilvusIndex(str(tmp_path / "milvus.db"), "items") as index:
+        indexer = Indexer(settings, index)
+        try:
+            assert indexer.build_initial() is not None
+            assert indexer.refresh("runs:/no-such-run/model") is None
+        finally:
+            indexer.close()
+    assert _value("es_index_refreshes_total", outcome="served") == served + 1
+    assert _value("es_index_refreshes_total", outcome="failed") == failed + 1
+    assert _value("es_index_served_version") == 1 and _value("es_index_served_items") == 40
