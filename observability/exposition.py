@@ -19,6 +19,7 @@ from typing import Callable
 
 from prometheus_client import REGISTRY, start_http_server
 
+from observability.metrics import initialise
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def start_metrics_server(settings: Settings, role: str) -> MetricsServer:
     logged and announced under the data dir."""
     if not settings.metrics_enabled:
         return MetricsServer(None)
+    initialise(role)
     try:
         httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY)
     except OSError as error:

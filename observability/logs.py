@@ -68,11 +68,15 @@ def formatter(settings: Settings, process: str) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT.format(process=process))
 
 
-def configure_logging(settings: Settings, process: str = "es", stream=None) -> None:
-    """The root logger of this process: ``ES_LOG_LEVEL``, ``ES_LOG_FORMAT``, to stderr."""
+def configure_logging(settings: Settings, process: str = "es", stream=None, *, force: bool = False) -> None:
+    """The root logger of this process: ``ES_LOG_LEVEL``, ``ES_LOG_FORMAT``, to stderr. Like
+    ``logging.basicConfig``, it leaves a root logger that has handlers already (a host application's,
+    pytest's) alone unless ``force``."""
+    root = logging.getLogger()
+    if root.handlers and not force:
+        return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter(settings, process))
-    root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
 

@@ -84,6 +84,13 @@ INDEX_REFRESH_DURATION = Histogram(
 INDEX_SERVED_VERSION = Gauge("es_index_served_version", "Version number of the served index version.")
 INDEX_SERVED_ITEMS = Gauge("es_index_served_items", "Items in the served index version.")
 
+# --- search endpoint ---------------------------------------------------------------------------
+
+SEARCH_REQUESTS = Counter("es_search_requests_total", "Searches the endpoint answered, by the model that ranked them.",
+                          ["model"])
+SEARCH_LATENCY = Histogram("es_search_request_duration_seconds", "Seconds to embed the query and search the index.",
+                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, float("inf")))
+
 # --- search quality (from closed sessions, per model that served the search) --------------------
 
 SEARCH_SESSIONS = Counter("es_search_sessions_total", "Closed search sessions, by the model that ranked them.",
@@ -97,8 +104,23 @@ SEARCH_IRRELEVANT = Counter("es_search_irrelevant_sessions_total", "Closed sessi
                             ["model"])
 SEARCH_ABANDONED = Counter("es_search_abandoned_sessions_total", "Closed sessions without any interaction.",
                            ["model"])
+
 SEARCH_CTR = Gauge("es_search_click_through_rate", "Share of closed sessions with a click, since start.", ["model"])
 SEARCH_MRR = Gauge("es_search_mean_reciprocal_rank", "Mean reciprocal rank of the first click, since start.",
                    ["model"])
 SEARCH_IRRELEVANT_RATE = Gauge("es_search_irrelevant_rate", "Share of closed sessions marked irrelevant.", ["model"])
 SEARCH_ABANDONMENT = Gauge("es_search_abandonment_rate", "Share of closed sessions without a click.", ["model"])
+
+
+def initialise(role: str) -> None:
+    """Label values a process of this role reports, created at zero: a series exists before its first
+    event (Prometheus' rate() needs the zero), and ``status`` tells the running roles apart by them."""
+    if role == "trainer":
+        from schemas.tasks import TaskState
+
+        for state in TaskState:
+            TASKS.labels(state.value)
+            TASK_TRANSITIONS.labels(state.value)
+    elif role == "indexer":
+        for outcome in ("served", "failed"):
+            INDEX_REFRESHES.labels(outcome)

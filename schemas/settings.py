@@ -163,7 +163,10 @@ class Settings(BaseSettings):
     )
 
     # --- observability -------------------------------------------------------------------------
-    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics (`/metrics`) from every process.")
+    metrics_enabled: bool = Field(
+        True, description="Serve Prometheus metrics (`/metrics`) from stream workers, the trainer, the indexer and "
+        "the search endpoint."
+    )
     metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoints listen on.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of this process's metrics endpoint (0: a free one). Each endpoint "

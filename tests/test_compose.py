@@ -427,7 +427,7 @@ def test_prometheus_scrapes_the_metrics_port_of_every_service_of_ours_that_serve
             found |= {host_port(t) for t in static["targets"]}
         for dns in job.get("dns_sd_configs", []):
             found |= {(name, dns["port"]) for name in dns["names"]}
-    for name in ("stream-worker", "trainer", "indexer"):
+    for name in ("stream-worker", "trainer", "indexer", "search"):
         env = environment(SERVICES[name])
         assert env["ES_METRICS_HOST"] == "0.0.0.0", name  # reachable from the prometheus container
         assert targets[name] == {(name, int(env["ES_METRICS_PORT"]))}, name
@@ -450,9 +450,10 @@ def test_grafana_provisions_the_prometheus_datasource_and_the_data_path_dashboar
         assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
     used = {name for p in panels for t in p["targets"] for name in re.findall(r"\bes_[a-z_]+", t["expr"])}
     assert used and not used - _defined_metric_names(), f"undefined metrics: {used - _defined_metric_names()}"
-    # The rows follow the data, top to bottom: clickstream, sessions, batches, training, index, search quality.
+    # The rows follow the data, top to bottom: clickstream, sessions, batches, training, index, searches,
+    # search quality.
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert [r.split(".")[0] for r in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert [r.split(".")[0] for r in rows] == ["1", "2", "3", "4", "5", "6", "7"]
     prefixes = [next(n.split("_")[1] for t in p["targets"] for n in re.findall(r"\bes_[a-z_]+", t["expr"]))
                 for p in sorted(panels, key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))]
     order = ["stream", "trainer", "index", "search"]

@@ -27,6 +27,7 @@ from schemas.clickstream import Interaction, MarkIrrelevant, SearchSession, Sess
 from schemas.sessions import ClosedSession
 from schemas.settings import Settings
 from schemas.tasks import TaskProgress, TaskState, TaskStatus
+from trainer.publisher import TaskEventPublisher
 
 OLD, NEW = "models:/shop/1", "models:/shop/2"
 RESULTS = [{"object_id": f"item-{n}", "rank": n, "meta": {}} for n in range(1, 6)]
@@ -105,7 +106,9 @@ def test_task_statuses_become_task_states_durations_and_training_steps():
 
 def test_json_log_lines_parse_and_carry_the_ids_they_are_about():
     sink = io.StringIO()
-    configure_logging(Settings(log_format="json"), process="trainer", stream=sink)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(Settings(log_format="json"), process="trainer", stream=sink, force=True)
     try:
         log = logging.getLogger("test.observability")
         with log_context(task_id="t-1", batch_id="b-1"):
@@ -113,7 +116,7 @@ def test_json_log_lines_parse_and_carry_the_ids_they_are_about():
             log.warning("session refused", extra={"session_id": "s-9"})
         log.info("outside")
     finally:
-        configure_logging(Settings())
+        root.handlers[:], root.level = handlers, level  # pytest's own capture handlers back
     lines = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["training started", "session refused", "outside"]
     assert lines[0]["task_id"] == "t-1" and lines[0]["batch_id"] == "b-1" and lines[0]["process"] == "trainer"
@@ -169,12 +172,20 @@ def test_the_embedded_system_serves_real_counts_and_search_quality_per_model(tmp
         assert (quality[NEW].sessions, quality[NEW].ctr, quality[NEW].mrr) == (4, 0.5, 0.25)
         assert (quality[NEW].irrelevant_rate, quality[NEW].abandonment) == (0.25, 0.5)
 
+        publisher = TaskEventPublisher(system.bootstrap, system.settings.topics())
+        publisher.status(TaskStatus(task_id="t-status", status=TaskState.processing, seq=1, batch_id="b-x",
+                                    fine_tuning_method="m", created_at=utc_now(),
+                                    progress=TaskProgress(stage="training", fraction=0.4)))
+        publisher.flush(10)
         monkeypatch.setenv("ES_DATA_DIR", str(system.settings.data_dir))
-        monkeypatch.delenv("ES_KAFKA_BOOTSTRAP", raising=False)
-        assert main(["status", "--tasks", "0"]) == 0
+        monkeypatch.setenv("ES_KAFKA_BOOTSTRAP", system.bootstrap)
+        assert main(["status", "--timeout", "20"]) == 0
         status = capsys.readouterr().out
+        assert "tasks     1 on es.tasks.status, latest:" in status
+        assert any(line.split()[:4] == ["t-status", "processing", "40%", "training"] for line in status.splitlines())
         assert f"events in {sent}," in status and "dead letters 1 (invalid 1)" in status
         assert "sessions closed 8 (end 8)" in status and "open batch 3 sessions" in status
+        assert not any(line.startswith(("index", "trainer")) for line in status.splitlines())  # not running
         assert any(line.split()[:4] == [NEW, "4", "0.500", "0.250"] for line in status.splitlines())
         assert any(line.split()[:4] == [OLD, "4", "1.000", "1.000"] for line in status.splitlines())
 

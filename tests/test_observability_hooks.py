@@ -14,6 +14,7 @@ from index.milvus_index import MilvusIndex
 from schemas.base import utc_now
 from schemas.settings import Settings
 from schemas.tasks import TaskState, TaskStatus
+from tests.test_search_api import served_index  # noqa: F401 - a fixture
 from trainer.publisher import TaskEventPublisher
 
 
@@ -60,3 +61,27 @@ def test_index_refreshes_count_by_outcome_and_set_the_served_version(tmp_path, k
     assert _value("es_index_refreshes_total", outcome="served") == served + 1
     assert _value("es_index_refreshes_total", outcome="failed") == failed + 1
     assert _value("es_index_served_version") == 1 and _value("es_index_served_items") == 40
+
+
+def test_the_search_endpoint_counts_its_answers_per_model_and_names_that_model_for_the_quality_monitor(
+        served_index):
+    from fastapi.testclient import TestClient
+
+    from index.api import create_app
+    from ingest.producer import ClickstreamProducer
+    from schemas.clickstream import parse_clickstream_event, served_by
+    from tests.fixtures.broker import consume
+
+    settings, index = served_index
+    model = settings.base_model
+    before = _value("es_search_requests_total", model=model)
+    latency_before = _value("es_search_request_duration_seconds_count")
+    producer = ClickstreamProducer(settings.kafka_bootstrap, settings.topics())
+    with TestClient(create_app(index, settings.mlflow_tracking_uri, producer)) as client:
+        for query in ("tiger river", "rain jacket"):
+            assert client.get("/search", params={"q": query, "k": 3}).status_code == 200
+    assert _value("es_search_requests_total", model=model) == before + 2
+    assert _value("es_search_request_duration_seconds_count") == latency_before + 2
+    logged = [parse_clickstream_event(m.value()) for m in consume(settings.kafka_bootstrap,
+                                                                  settings.topics().clickstream.name, 2)]
+    assert [served_by(search.search_meta) for search in logged] == [model, model]

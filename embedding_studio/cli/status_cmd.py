@@ -70,16 +70,19 @@ def summary_lines(result) -> list[str]:
         lines.append(f"          consumer lag {sum(lag.values()):.0f}"
                      + (" (" + " ".join(f"p{p}:{v:.0f}" for p, v in sorted(lag.items(), key=lambda i: int(i[0])))
                         + ")" if lag else ""))
-    if result.has("es_trainer_tasks"):
+    if result.has("es_trainer_tasks"):  # labelled series only a trainer creates
         states = {k: v for k, v in result.by_label("es_trainer_tasks", "state").items() if v}
         lines.append(f"trainer   tasks {', '.join(f'{k} {v:.0f}' for k, v in sorted(states.items())) or 'none'}; "
                      f"training steps {t('es_trainer_training_steps_total'):.0f} "
                      f"({t('es_trainer_training_steps_per_second'):.2f}/s now)")
-    if result.has("es_index_refreshes_total") or result.has("es_index_served_version"):
+    if result.has("es_index_refreshes_total"):  # labelled series only an indexer creates
         refreshes = result.by_label("es_index_refreshes_total", "outcome")
         version = t("es_index_served_version")
         lines.append(f"index     {'v%d served, %d items' % (version, t('es_index_served_items')) if version else 'nothing served'}; "
                      f"refreshes {sum(refreshes.values()):.0f}{_parts(refreshes)}")
+    if result.has("es_search_requests_total"):
+        served = result.by_label("es_search_requests_total", "model")
+        lines.append(f"search    answered {sum(served.values()):.0f}{_parts(served)}")
     quality = search_quality(result)
     if quality:
         width = max(len("serving model"), *(len(q.model) for q in quality))

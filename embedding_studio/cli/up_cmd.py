@@ -53,7 +53,8 @@ def _run(args: argparse.Namespace) -> int:
                                                          if system.search_url else ""))
         print(f"workers  {args.workers}, trainer {'off' if args.no_trainer else 'on'}, indexer "
               f"{'off' if args.no_indexer else 'on'}, logs in {system.logs_dir}")
-        print_metrics_endpoints(system, args.workers + (not args.no_trainer) + (not args.no_indexer))
+        print_metrics_endpoints(system, args.workers + (not args.no_trainer) + (not args.no_indexer)
+                                + (not args.no_search))
         print("send clicks with `embedding-studio emit FILE`, tasks with `embedding-studio tasks`; Ctrl-C stops.",
               flush=True)
         try:
