@@ -1,7 +1,8 @@
-"""What an operator sees of a running system: every Prometheus metric the processes expose
-(``metrics``, each defined once), the HTTP endpoint that serves them and announces where it listens
-(``exposition``), structured JSON logs carrying session, batch and task ids (``logs``), search
-quality computed from closed sessions per model version (``search_quality``), and the one-screen
-summary ``embedding-studio status`` prints from the endpoints (``summary``). It sits at the layer of
+"""What an operator sees of a running system. ``metrics`` defines every Prometheus metric once;
+``exposition`` serves a process's ``/metrics`` and announces where it listens; ``stream`` gathers the
+stream worker's counters (its sessionizer child processes' too) at scrape time; ``tasks`` and ``index``
+turn trainer statuses and index refreshes into metrics; ``search_quality`` judges closed sessions per
+serving model and draws the chart; ``summary`` reads endpoints back for ``embedding-studio status``;
+``logs`` gives JSON lines carrying session, batch and task ids. It sits at the layer of
 ``session_store``: it depends on ``schemas`` only, and the processes hook into it.
 """

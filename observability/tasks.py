@@ -25,8 +25,6 @@ class TaskObserver:
     def __init__(self) -> None:
         self._tasks: dict[str, _Seen] = {}
         self._lock = threading.Lock()
-        for state in TaskState:
-            m.TASKS.labels(state.value).set(0)
 
     def observe(self, status: TaskStatus) -> None:
         with self._lock:

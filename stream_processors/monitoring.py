@@ -15,6 +15,7 @@ history).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -49,7 +50,8 @@ def observe_worker(settings: Settings, processors) -> MetricsServer | None:
     ))
     endpoint = start_metrics_server(settings, "worker")
     if settings.quality_monitor:
-        QualityMonitor(settings).start()
+        monitor = QualityMonitor(settings).start()
+        atexit.register(monitor.stop)  # leave the group at once: the next worker takes the partition over
     return endpoint
 
 

@@ -86,21 +86,25 @@ def test_task_statuses_become_task_states_durations_and_training_steps():
     created = utc_now()
     steps_before = REGISTRY.get_sample_value("es_trainer_training_steps_total") or 0.0
     done_before = REGISTRY.get_sample_value("es_trainer_task_duration_seconds_count", {"state": "done"}) or 0.0
+    tasks_before = {s: REGISTRY.get_sample_value("es_trainer_tasks", {"state": s}) or 0.0 for s in TaskState}
+
+    def tasks(state: TaskState) -> float:  # tasks in that state, other tests' tasks of this process aside
+        return REGISTRY.get_sample_value("es_trainer_tasks", {"state": state}) - tasks_before[state]
 
     def status(seq: int, state: TaskState, step: int = 0) -> TaskStatus:
         return TaskStatus(task_id="t-obs", status=state, seq=seq, fine_tuning_method="m", created_at=created,
                           updated_at=created + timedelta(seconds=seq), progress=TaskProgress(step=step, steps=100))
 
     observer.observe(status(0, TaskState.pending))
-    assert REGISTRY.get_sample_value("es_trainer_tasks", {"state": "pending"}) == 1.0
+    assert tasks(TaskState.pending) == 1
     observer.observe(status(1, TaskState.processing, step=0))
     observer.observe(status(2, TaskState.processing, step=40))
     observer.observe(status(2, TaskState.processing, step=40))  # repeated: ignored
     assert REGISTRY.get_sample_value("es_trainer_training_steps_total") - steps_before == 40
     assert REGISTRY.get_sample_value("es_trainer_training_steps_per_second") > 0
     observer.observe(status(3, TaskState.done, step=40))
-    assert REGISTRY.get_sample_value("es_trainer_tasks", {"state": "processing"}) == 0.0
-    assert REGISTRY.get_sample_value("es_trainer_tasks", {"state": "done"}) == 1.0
+    assert tasks(TaskState.processing) == 0 and tasks(TaskState.pending) == 0
+    assert tasks(TaskState.done) == 1
     assert REGISTRY.get_sample_value("es_trainer_task_duration_seconds_count", {"state": "done"}) == done_before + 1
 
 

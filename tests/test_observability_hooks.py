@@ -8,9 +8,11 @@ import uuid
 
 from prometheus_client import REGISTRY
 
+from embedding_studio.cli import main
 from embedding_studio.kafka_topics import ensure_topics
 from index.indexer import Indexer
 from index.milvus_index import MilvusIndex
+from observability.exposition import start_metrics_server
 from schemas.base import utc_now
 from schemas.settings import Settings
 from schemas.tasks import TaskState, TaskStatus
@@ -42,7 +44,7 @@ def test_every_status_the_trainer_publishes_counts_in_its_task_metrics(kafka_boo
 
 
 def test_index_refreshes_count_by_outcome_and_set_the_served_version(tmp_path, kafka_bootstrap, mlflow_uri,
-                                                                   tiny_model_path):
+                                                                   tiny_model_path, monkeypatch, capsys):
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap, mlflow_tracking_uri=mlflow_uri, data_dir=tmp_path / "es",
         topic_prefix=f"o{uuid.uuid4().hex[:10]}", base_model=str(tiny_model_path),
@@ -61,6 +63,15 @@ def test_index_refreshes_count_by_outcome_and_set_the_served_version(tmp_path, k
     assert _value("es_index_refreshes_total", outcome="served") == served + 1
     assert _value("es_index_refreshes_total", outcome="failed") == failed + 1
     assert _value("es_index_served_version") == 1 and _value("es_index_served_items") == 40
+
+    # What `status` prints of it, scraped over HTTP from this process's endpoint.
+    with start_metrics_server(settings, "indexer"):
+        monkeypatch.setenv("ES_DATA_DIR", str(settings.data_dir))
+        monkeypatch.delenv("ES_KAFKA_BOOTSTRAP", raising=False)
+        assert main(["status"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("index"))
+    assert line == (f"index     v1 served, 40 items; refreshes {served + failed + 2:.0f} "
+                    f"(failed {failed + 1:.0f}, served {served + 1:.0f})")
 
 
 def test_the_search_endpoint_counts_its_answers_per_model_and_names_that_model_for_the_quality_monitor(

@@ -60,8 +60,8 @@ def summary_lines(result) -> list[str]:
         dead = result.by_label("es_stream_dead_letters_total", "reason")
         closed = result.by_label("es_stream_sessions_closed_total", "reason")
         lag = result.by_label("es_stream_consumer_lag", "partition")
-        lines.append(f"stream    events in {t('es_stream_events_in_total'):.0f}, late {t('es_stream_late_events_total'):.0f}, "
-                     f"duplicates {t('es_stream_duplicate_events_total'):.0f}, dead letters "
+        lines.append(f"stream    events in {t('es_stream_events_in_total'):.0f}, "
+                     f"late {t('es_stream_late_events_total'):.0f}, duplicates {t('es_stream_duplicate_events_total'):.0f}, dead letters "
                      f"{sum(dead.values()):.0f}{_parts(dead)}")
         lines.append(f"          sessions closed {sum(closed.values()):.0f}{_parts(closed)}, open "
                      f"{t('es_stream_open_sessions'):.0f}; open batch {t('es_stream_open_batch_sessions'):.0f} "
@@ -78,8 +78,8 @@ def summary_lines(result) -> list[str]:
     if result.has("es_index_refreshes_total"):  # labelled series only an indexer creates
         refreshes = result.by_label("es_index_refreshes_total", "outcome")
         version = t("es_index_served_version")
-        lines.append(f"index     {'v%d served, %d items' % (version, t('es_index_served_items')) if version else 'nothing served'}; "
-                     f"refreshes {sum(refreshes.values()):.0f}{_parts(refreshes)}")
+        served = f"v{version:.0f} served, {t('es_index_served_items'):.0f} items" if version else "nothing served"
+        lines.append(f"index     {served}; refreshes {sum(refreshes.values()):.0f}{_parts(refreshes)}")
     if result.has("es_search_requests_total"):
         served = result.by_label("es_search_requests_total", "model")
         lines.append(f"search    answered {sum(served.values()):.0f}{_parts(served)}")
