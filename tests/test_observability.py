@@ -144,11 +144,12 @@ def test_the_embedded_system_serves_real_counts_and_search_quality_per_model(tmp
                         stream_session_timeout_s=2.0, stream_heartbeat_interval_s=0.5, sessionizer_processes=1,
                         batch_max_sessions=5, quality_chart_interval_s=0.5, metrics_probe_interval_s=0.5,
                         log_format="json")
-    with EmbeddedSystem(settings, workers=1, trainer=False, indexer=False, search=False) as system:
-        print_metrics_endpoints(system, expected=1)  # what `up` prints
+    with EmbeddedSystem(settings, workers=1, trainer=True, indexer=False, search=False) as system:
+        print_metrics_endpoints(system, expected=2)  # what `up` prints
         printed = capsys.readouterr().out
-        (worker,) = [e for e in announced_endpoints(system.settings.data_dir) if e.role == "worker"]
-        assert f"metrics  worker   {worker.url}" in printed
+        endpoints = {e.role: e for e in announced_endpoints(system.settings.data_dir)}
+        worker, trainer = endpoints["worker"], endpoints["trainer"]
+        assert f"metrics  worker   {worker.url}" in printed and f"metrics  trainer  {trainer.url}" in printed
 
         traffic = _traffic()
         with ClickstreamProducer(system.bootstrap, system.settings.topics()) as producer:
@@ -189,7 +190,8 @@ def test_the_embedded_system_serves_real_counts_and_search_quality_per_model(tmp
         assert any(line.split()[:4] == ["t-status", "processing", "40%", "training"] for line in status.splitlines())
         assert f"events in {sent}," in status and "dead letters 1 (invalid 1)" in status
         assert "sessions closed 8 (end 8)" in status and "open batch 3 sessions" in status
-        assert not any(line.startswith(("index", "trainer")) for line in status.splitlines())  # not running
+        assert any(line.startswith("trainer   tasks ") for line in status.splitlines())
+        assert not any(line.startswith("index") for line in status.splitlines())  # no indexer runs
         assert any(line.split()[:4] == [NEW, "4", "0.500", "0.250"] for line in status.splitlines())
         assert any(line.split()[:4] == [OLD, "4", "1.000", "1.000"] for line in status.splitlines())
 
