@@ -110,6 +110,9 @@ SEARCH_MRR = Gauge("es_search_mean_reciprocal_rank", "Mean reciprocal rank of th
                    ["model"])
 SEARCH_IRRELEVANT_RATE = Gauge("es_search_irrelevant_rate", "Share of closed sessions marked irrelevant.", ["model"])
 SEARCH_ABANDONMENT = Gauge("es_search_abandonment_rate", "Share of closed sessions without a click.", ["model"])
+SEARCH_MODEL_FIRST_SEEN = Gauge("es_search_model_first_search_timestamp_seconds",
+                                "When the model served its first search (of the sessions judged): when it went live.",
+                                ["model"])
 
 
 def initialise(role: str) -> None:

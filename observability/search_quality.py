@@ -120,6 +120,7 @@ class QualityTracker:
             self.windows.setdefault((start, model), QualityTotals()).add(judgement)
             if model not in self.first_seen or judgement.searched_at < self.first_seen[model]:
                 self.first_seen[model] = judgement.searched_at
+                m.SEARCH_MODEL_FIRST_SEEN.labels(model).set(judgement.searched_at.timestamp())
             _export(model, judgement, self.totals[model])
             return True
 

@@ -64,6 +64,7 @@ class ModelQuality:
     mrr: float
     irrelevant_rate: float
     abandonment: float
+    live_since: float | None = None  # epoch seconds of its first search, where known
 
 
 def search_quality(result: Scrape) -> list[ModelQuality]:
@@ -72,11 +73,17 @@ def search_quality(result: Scrape) -> list[ModelQuality]:
     clicked = result.by_label("es_search_clicked_sessions_total", "model")
     rr = result.by_label("es_search_first_click_reciprocal_rank_total", "model")
     irrelevant = result.by_label("es_search_irrelevant_sessions_total", "model")
+    first = {}
+    for labels, value in result.samples.get("es_search_model_first_search_timestamp_seconds", {}).items():
+        model = dict(labels).get("model")
+        if model is not None and value > 0:
+            first[model] = min(value, first.get(model, value))
     rows = []
     for model, count in sessions.items():
         if count <= 0:
             continue
         ctr = clicked.get(model, 0.0) / count
         rows.append(ModelQuality(model, int(count), ctr, rr.get(model, 0.0) / count,
-                                 irrelevant.get(model, 0.0) / count, 1.0 - ctr))
-    return sorted(rows, key=lambda row: row.model)
+                                 irrelevant.get(model, 0.0) / count, 1.0 - ctr, first.get(model)))
+    # In the order the models went live (unknown last), so each row compares with the one before.
+    return sorted(rows, key=lambda row: (row.live_since is None, row.live_since or 0.0, row.model))

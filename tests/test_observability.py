@@ -158,6 +158,7 @@ def test_the_embedded_system_serves_real_counts_and_search_quality_per_model(tmp
         raw = Producer({"bootstrap.servers": system.bootstrap, "partitioner": KAFKA_PARTITIONER})
         raw.produce(system.settings.topics().clickstream.name, key=b"broken", value=b"{not json")
         raw.flush(10)
+        del raw  # released before the broker stops: no reconnect noise after the test
         sent = sum(len(events) for events in traffic) + 1
 
         def judged():
@@ -182,6 +183,7 @@ def test_the_embedded_system_serves_real_counts_and_search_quality_per_model(tmp
                                     fine_tuning_method="m", created_at=utc_now(),
                                     progress=TaskProgress(stage="training", fraction=0.4)))
         publisher.flush(10)
+        del publisher
         monkeypatch.setenv("ES_DATA_DIR", str(system.settings.data_dir))
         monkeypatch.setenv("ES_KAFKA_BOOTSTRAP", system.bootstrap)
         assert main(["status", "--timeout", "20"]) == 0
@@ -192,8 +194,10 @@ def test_the_embedded_system_serves_real_counts_and_search_quality_per_model(tmp
         assert "sessions closed 8 (end 8)" in status and "open batch 3 sessions" in status
         assert any(line.startswith("trainer   tasks ") for line in status.splitlines())
         assert not any(line.startswith("index") for line in status.splitlines())  # no indexer runs
-        assert any(line.split()[:4] == [NEW, "4", "0.500", "0.250"] for line in status.splitlines())
-        assert any(line.split()[:4] == [OLD, "4", "1.000", "1.000"] for line in status.splitlines())
+        rows = [line.split() for line in status.splitlines() if line.split()[:1] in ([OLD], [NEW])]
+        # In the order the models went live, each against the one before: the new model's MRR fell.
+        assert [row[:4] for row in rows] == [[OLD, "4", "1.000", "1.000"], [NEW, "4", "0.500", "0.250"]]
+        assert " ".join(rows[1][6:]) == "CTR -0.500, MRR -0.750 DROP"
 
         chart = system.settings.data_dir / "search-quality.png"
         _wait_for(chart.exists, system, "the search-quality chart written")

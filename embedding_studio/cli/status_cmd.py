@@ -86,14 +86,27 @@ def summary_lines(result) -> list[str]:
     quality = search_quality(result)
     if quality:
         width = max(len("serving model"), *(len(q.model) for q in quality))
-        lines.append("search quality of closed sessions, per serving model:")
-        lines.append(f"  {'serving model':<{width}}  sessions    CTR    MRR  irrelevant  abandoned")
-        for q in quality:
+        lines.append("search quality of closed sessions, per serving model, in the order they went live:")
+        lines.append(f"  {'serving model':<{width}}  sessions    CTR    MRR  irrelevant  abandoned  vs the model before")
+        for before, q in zip([None, *quality], quality):
             lines.append(f"  {q.model:<{width}}  {q.sessions:8d}  {q.ctr:5.3f}  {q.mrr:5.3f}  {q.irrelevant_rate:10.3f}"
-                         f"  {q.abandonment:9.3f}")
+                         f"  {q.abandonment:9.3f}  {_versus(before, q)}")
     elif result.has("es_stream_events_in_total"):
         lines.append("search quality: no closed session judged yet")
     return lines
+
+
+def _versus(before, now) -> str:
+    """CTR and MRR change against the model that went live before; DROP when either fell by more than
+    twice its standard error (for MRR an upper bound: m(1-m) bounds the variance of a figure in [0, 1]).
+    A flag for a person to look at the chart, not a significance test."""
+    if before is None:
+        return "-"
+    flags = []
+    for name, old, new in (("CTR", before.ctr, now.ctr), ("MRR", before.mrr, now.mrr)):
+        error = ((old * (1 - old) / before.sessions) + (new * (1 - new) / now.sessions)) ** 0.5
+        flags.append(f"{name} {new - old:+.3f}" + (" DROP" if new < old - 2 * error else ""))
+    return ", ".join(flags)
 
 
 def _parts(values: dict[str, float]) -> str:
