@@ -10,6 +10,7 @@ interactive docs: ``/docs``.
 
 from __future__ import annotations
 
+import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from index.base import NoServedVersion, VectorIndex
 from index.search import SearchService
+from observability.metrics import SEARCH_LATENCY, SEARCH_REQUESTS
 
 
 class VersionInfo(BaseModel):
@@ -79,23 +81,26 @@ def create_app(index: VectorIndex, tracking_uri: str | None, producer=None) -> F
     def search(q: str = Query(..., min_length=1, max_length=4096, description="The search query."),
                k: int = Query(10, ge=1, le=100, description="How many results."),
                log: bool = Query(True, description="Log this search into the clickstream.")) -> SearchOut:
+        started = time.perf_counter()
         try:
             answer = service.search(q, k)
         except NoServedVersion as error:
             raise HTTPException(503, str(error)) from None
         version = answer.version
+        SEARCH_LATENCY.observe(time.perf_counter() - started)
+        SEARCH_REQUESTS.labels(version.model_uri).inc()
         info = VersionInfo(version=version.version, collection=version.collection, model_uri=version.model_uri,
                            item_count=version.item_count)
         results = [ResultOut(object_id=h.object_id, rank=r, score=h.score, text=h.text)
                    for r, h in enumerate(answer.hits, start=1)]
         session_id = None
         if producer is not None and log:
-            from schemas.clickstream import SearchSession
+            from schemas.clickstream import SEARCH_META_INDEX_VERSION, SEARCH_META_MODEL, SearchSession
 
             session_id = uuid.uuid4().hex
             producer.send(SearchSession(
                 session_id=session_id, search_query=q,
-                search_meta={"index_version": version.version, "model_uri": version.model_uri},
+                search_meta={SEARCH_META_INDEX_VERSION: version.version, SEARCH_META_MODEL: version.model_uri},
                 search_results=[{"object_id": r.object_id, "rank": r.rank, "meta": {"text": r.text}} for r in results],
             ))
             producer.poll(0)

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from index.base import IndexedItem, IndexVersion, VectorIndex
 from index.models import embedder, encode
 from index.refresh import IndexRefresher, RefreshProgress, RefreshResult
+from observability.index import observe_refresh, observe_refresh_failed
 from schemas.base import ContractError, describe_validation_error
 from schemas.index import IndexReady, ItemUpsert
 from schemas.models import ModelReady
@@ -154,6 +155,7 @@ class Indexer:
         try:
             result = self.refresher.refresh(model_uri, fingerprint, should_stop=self._stop.is_set)
         except Exception as error:  # noqa: BLE001 - reported; the served version is untouched
+            observe_refresh_failed()
             served = self.index.served()
             log.error("index refresh with %s failed, %s still served: %s", model_uri,
                       f"v{served.version}" if served else "nothing", error, exc_info=True)
@@ -166,6 +168,7 @@ class Indexer:
         ))
         log.info("index v%d served: %d items embedded with %s in %.1f s", version.version, version.item_count,
                  model_uri, result.seconds)
+        observe_refresh(result.seconds, version.version, version.item_count)
         return result
 
     def on_upserts(self, events: list[ItemUpsert]) -> None:

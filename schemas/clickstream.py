@@ -102,3 +102,17 @@ def parse_clickstream_event(raw: bytes | str | dict) -> SearchSession | Interact
         return _adapter.validate_json(raw)
     except ValidationError as error:
         raise ContractError(describe_validation_error(error)) from error
+
+
+# What ``SearchSession.search_meta`` says about who answered: the model whose ranking the user saw
+# (a URI or any version label; the search endpoint sends the MLflow model URI) and the index
+# version. Live search quality is reported per value of ``SEARCH_META_MODEL``.
+SEARCH_META_MODEL = "model_uri"
+SEARCH_META_INDEX_VERSION = "index_version"
+UNKNOWN_MODEL = "unknown"
+
+
+def served_by(search_meta: dict) -> str:
+    """The model that served a search, from its ``search_meta`` (``unknown`` when not said)."""
+    value = search_meta.get(SEARCH_META_MODEL)
+    return str(value) if value not in (None, "") else UNKNOWN_MODEL

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -156,6 +157,35 @@ class Settings(BaseSettings):
     cassandra_local_dc: str | None = Field(None, description="Local data centre for the driver's load balancing.")
 
     log_level: str = Field("INFO", description="Logging level of every process.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: every process logs JSON lines (ts, level, logger, process, message and the "
+        "session, batch and task ids a line is about); `text`: one readable line each."
+    )
+
+    # --- observability -------------------------------------------------------------------------
+    metrics_enabled: bool = Field(
+        True, description="Serve Prometheus metrics (`/metrics`) from stream workers, the trainer, the indexer and "
+        "the search endpoint."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoints listen on.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of this process's metrics endpoint (0: a free one). Each endpoint "
+        "logs its address and announces it under `ES_DATA_DIR/metrics/`, where `status` finds it; `up` always "
+        "uses free ports and prints them."
+    )
+    metrics_probe_interval_s: float = Field(
+        10.0, gt=0, description="Open sessions (a store scan) and consumer lag (a broker query) are asked at most "
+        "this often, however often Prometheus scrapes."
+    )
+    quality_monitor: bool = Field(
+        True, description="Stream workers judge closed sessions per serving model (search_meta `model_uri`): "
+        "click-through rate, MRR of the first click, irrelevant marks, abandonment."
+    )
+    quality_window_s: float = Field(300.0, gt=0, description="Time window of the search-quality chart (seconds).")
+    quality_chart_interval_s: float = Field(
+        60.0, gt=0, description="How often the monitoring worker rewrites `ES_DATA_DIR/search-quality.png` "
+        "while sessions come in."
+    )
 
     @field_validator("plugins_path", mode="before")
     @classmethod

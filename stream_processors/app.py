@@ -68,7 +68,10 @@ class StreamProcessors:
         """Run the worker in this (main) thread until a signal stops it; raises if it crashed."""
         from faust.worker import Worker
 
-        worker = Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        from observability.logs import faust_logging_config
+
+        worker = Worker(self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                        logging_config=faust_logging_config())  # ES_LOG_FORMAT
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:
@@ -147,7 +150,8 @@ def create_app(
         crash_point("batcher.announce")
         await in_store_thread(store.mark_announced, closed.batch_id, utc_now())
         metrics.batcher["batches_announced"] += 1
-        log.info("announced batch %s (%d sessions, %s)", closed.batch_id, closed.session_count, closed.close_reason)
+        log.info("announced batch %s (%d sessions, %s)", closed.batch_id, closed.session_count, closed.close_reason,
+                 extra={"batch_id": closed.batch_id})
 
     async def take_over() -> None:
         """This worker now owns the open batch: pick it up, and announce what a crash left unsaid."""

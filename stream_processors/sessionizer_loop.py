@@ -49,6 +49,7 @@ from schemas.topics import TopicRegistry
 from session_store.base import SessionStore
 from schemas.dead_letters import dead_letter_headers
 from stream_processors.gc_pause import gc_paused
+from observability.dead_letters import reason_kind
 from stream_processors.metrics import StreamMetrics
 from stream_processors.raw_events import check_raw_event
 from stream_processors.records import BATCHER_KEY, encode_sessions
@@ -386,6 +387,7 @@ class SessionizerLoop:
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         self.counters["dead_letters"] += 1
+        self.counters["dead_letter_" + reason_kind(reason)] += 1  # by kind, for the metrics
         value = message.value()
         if value is not None and len(value) > self._max_value_bytes:
             # Only a broker that does not enforce max.message.bytes delivers such a record.

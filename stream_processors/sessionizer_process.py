@@ -21,6 +21,8 @@ import signal
 import threading
 import time
 
+from observability.logs import configure_logging
+from observability.stream import CounterFile
 from schemas.settings import Settings
 from schemas.topics import TopicRegistry
 from session_store.base import SessionStore
@@ -50,7 +52,7 @@ def build_sessionizer(
 def run_child(settings: Settings, bootstrap: str, group_id: str, number: int, log_level: str) -> None:
     """Body of a sessionizer child process (a multiprocessing target)."""
     _die_with_parent()
-    logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s sessionizer-{number} %(name)s: %(message)s")
+    configure_logging(settings.model_copy(update={"log_level": log_level}), f"sessionizer-{number}")
     metrics = StreamMetrics()
     store = open_store(settings.resolved_store_url())
     loop = build_sessionizer(settings, store, bootstrap, group_id, metrics)
@@ -60,6 +62,7 @@ def run_child(settings: Settings, bootstrap: str, group_id: str, number: int, lo
     _watch_parent(parent, loop)
     reporter = threading.Thread(target=_report, args=(loop, metrics), daemon=True)
     reporter.start()
+    CounterFile(settings.data_dir, number, metrics.snapshot).keep_writing(loop.stopping)  # to the worker's /metrics
     try:
         loop.run()
     finally:

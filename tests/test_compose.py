@@ -382,3 +382,79 @@ def test_the_search_endpoint_listens_on_all_interfaces_on_its_published_port():
     assert env["ES_SEARCH_HOST"] == "0.0.0.0"
     published = {str(p).split(":")[-1] for p in search["ports"]}
     assert env["ES_SEARCH_PORT"] in published
+
+
+# --- observability --------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mounted(service: dict[str, Any], target: str) -> Path:
+    """The repository path mounted at ``target`` in the service."""
+    for mount in service.get("volumes") or []:
+        source, _, rest = mount.partition(":")
+        if rest.split(":")[0] == target:
+            assert source.startswith("./"), f"{target} is not mounted from the repository"
+            return REPO / source
+    raise AssertionError(f"nothing mounted at {target}")
+
+
+def _defined_metric_names() -> set[str]:
+    """Every sample name the processes can expose (observability.metrics defines them all)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    import observability.metrics as metrics
+
+    names = {spec.name for spec, _ in metrics.STREAM_COUNTERS.values()}
+    names |= {spec[0] for spec in (metrics.STREAM_OPEN_SESSIONS, metrics.STREAM_BATCH_SESSIONS,
+                                   metrics.STREAM_BATCH_AGE, metrics.STREAM_CONSUMER_LAG)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    for metric in vars(metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            for family in metric.describe():
+                names |= {family.name + suffix for suffix in suffixes[family.type]}
+    return names
+
+
+def test_prometheus_scrapes_the_metrics_port_of_every_service_of_ours_that_serves_one():
+    prometheus = SERVICES["prometheus"]
+    config = yaml.safe_load(_mounted(prometheus, "/etc/prometheus/prometheus.yml").read_text())
+    assert "--config.file=/etc/prometheus/prometheus.yml" in argv(prometheus["command"])
+    targets: dict[str, set[tuple[str, int]]] = {}
+    for job in config["scrape_configs"]:
+        found = targets.setdefault(job["job_name"], set())
+        for static in job.get("static_configs", []):
+            found |= {host_port(t) for t in static["targets"]}
+        for dns in job.get("dns_sd_configs", []):
+            found |= {(name, dns["port"]) for name in dns["names"]}
+    for name in ("stream-worker", "trainer", "indexer", "search"):
+        env = environment(SERVICES[name])
+        assert env["ES_METRICS_HOST"] == "0.0.0.0", name  # reachable from the prometheus container
+        assert targets[name] == {(name, int(env["ES_METRICS_PORT"]))}, name
+    # Replicas of the stream worker are found by their DNS name, not a fixed list of one.
+    assert next(j for j in config["scrape_configs"] if j["job_name"] == "stream-worker").get("dns_sd_configs")
+
+
+def test_grafana_provisions_the_prometheus_datasource_and_the_data_path_dashboard():
+    grafana = SERVICES["grafana"]
+    assert "prometheus" in (grafana.get("depends_on") or [])
+    provisioning = _mounted(grafana, "/etc/grafana/provisioning")
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert host_port(urlparse(datasource["url"]).netloc) == ("prometheus", 9090)
+    assert "9090:9090" in SERVICES["prometheus"]["ports"]
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "embedding-studio.yml").read_text())["providers"]
+    dashboards = _mounted(grafana, provider["options"]["path"])
+    dashboard = __import__("json").loads((dashboards / "embedding-studio.json").read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    for panel in panels:
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+    used = {name for p in panels for t in p["targets"] for name in re.findall(r"\bes_[a-z_]+", t["expr"])}
+    assert used and not used - _defined_metric_names(), f"undefined metrics: {used - _defined_metric_names()}"
+    # The rows follow the data, top to bottom: clickstream, sessions, batches, training, index, searches,
+    # search quality.
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert [r.split(".")[0] for r in rows] == ["1", "2", "3", "4", "5", "6", "7"]
+    prefixes = [next(n.split("_")[1] for t in p["targets"] for n in re.findall(r"\bes_[a-z_]+", t["expr"]))
+                for p in sorted(panels, key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))]
+    order = ["stream", "trainer", "index", "search"]
+    assert [order.index(p) for p in prefixes] == sorted(order.index(p) for p in prefixes)

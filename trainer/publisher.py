@@ -12,6 +12,7 @@ import logging
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from observability.tasks import observe_status
 from schemas.faults import crash_point
 from schemas.models import ModelReady
 from schemas.tasks import ReleaseBatch, TaskStatus
@@ -46,6 +47,7 @@ class TaskEventPublisher:
     def status(self, status: TaskStatus) -> None:
         self._deliver(self.topics.task_status.name, status.task_id, status.model_dump_json().encode(),
                       f"status {status.status.value} of task {status.task_id}")
+        observe_status(status)  # the trainer's task metrics
 
     def model_ready(self, event: ModelReady) -> None:
         crash_point("trainer.before_model_ready")

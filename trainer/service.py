@@ -20,6 +20,7 @@ from typing import Callable
 
 from confluent_kafka import Consumer, KafkaError, Message
 
+from observability.logs import log_context
 from schemas.base import ContractError
 from schemas.batches import BatchClosed
 from schemas.settings import Settings
@@ -229,7 +230,8 @@ class TaskService:
                 continue  # canceled while queued, or queued twice
             self._running = task_id
             try:
-                self._execute(task)
+                with log_context(task_id=task.task_id, batch_id=task.batch_id):  # ids on every log line
+                    self._execute(task)
             finally:
                 self._running = None
                 self._cancel.discard(task_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 SUBCOMMANDS: tuple[str, ...] = (
@@ -30,6 +29,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "index",
     "search",
     "serve",
+    "status",
 )
 
 
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from schemas.settings import Settings
 
-    logging.basicConfig(
-        level=Settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from observability.logs import configure_logging
+
+    configure_logging(Settings(), process=args.command)  # ES_LOG_LEVEL, ES_LOG_FORMAT
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -30,6 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     from embedding_studio.kafka_topics import ensure_topics
     from index.factory import IndexLocked, index_uri, open_index
     from index.indexer import Indexer, served_description
+    from observability.exposition import start_metrics_server
     from schemas.settings import Settings
 
     settings = Settings()
@@ -44,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     with index:
         print(f"indexer: kafka {settings.kafka_bootstrap}, index {settings.index_name!r} on {index_uri(settings)}, "
               f"{served_description(index.served())}", flush=True)
+        start_metrics_server(settings, "indexer")
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:

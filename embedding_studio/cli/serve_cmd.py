@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from index.api import create_app
     from index.factory import IndexLocked, index_uri, open_index
+    from observability.exposition import start_metrics_server
     from schemas.settings import Settings
 
     settings = Settings()
@@ -37,7 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
     port = settings.search_port if args.port is None else args.port
     print(f"search endpoint on http://{settings.search_host}:{port} (index {index_uri(settings)}; clicks "
           f"{'to ' + settings.topics().clickstream.name if producer else 'not logged'})", flush=True)
+    start_metrics_server(settings, "search")
     with index:
         uvicorn.run(create_app(index, settings.mlflow_tracking_uri, producer), host=settings.search_host, port=port,
-                    log_level=settings.log_level.lower())
+                    log_level=settings.log_level.lower(), log_config=None)  # None: our handler, ES_LOG_FORMAT
     return 0

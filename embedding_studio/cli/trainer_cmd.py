@@ -27,6 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     import threading
 
     from embedding_studio.kafka_topics import ensure_topics
+    from observability.exposition import start_metrics_server
     from schemas.settings import Settings
     from session_store import redact_url
     from trainer.app import TrainerConfigError, build_trainer
@@ -49,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"trainer: kafka {settings.kafka_bootstrap}, mlflow {settings.mlflow_tracking_uri}, "
           f"store {redact_url(settings.resolved_store_url())}, methods: {', '.join(sorted(registry.methods)) or 'none'}",
           flush=True)
+    start_metrics_server(settings, "trainer")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

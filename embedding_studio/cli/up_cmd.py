@@ -27,6 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from embedding_studio.cli.status_cmd import print_metrics_endpoints
     from embedding_studio.embedded.system import EmbeddedSystem
     from schemas.settings import Settings
     from session_store import redact_url
@@ -52,6 +53,8 @@ def _run(args: argparse.Namespace) -> int:
                                                          if system.search_url else ""))
         print(f"workers  {args.workers}, trainer {'off' if args.no_trainer else 'on'}, indexer "
               f"{'off' if args.no_indexer else 'on'}, logs in {system.logs_dir}")
+        print_metrics_endpoints(system, args.workers + (not args.no_trainer) + (not args.no_indexer)
+                                + (not args.no_search))
         print("send clicks with `embedding-studio emit FILE`, tasks with `embedding-studio tasks`; Ctrl-C stops.",
               flush=True)
         try:

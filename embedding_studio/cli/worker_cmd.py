@@ -30,6 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     from schemas.settings import Settings
     from session_store import open_store, redact_url
     from stream_processors.app import create_app
+    from stream_processors.monitoring import observe_worker
 
     settings = Settings()
     if not settings.kafka_bootstrap:
@@ -43,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     store = open_store(url)
     try:
         processors = create_app(settings, store)
+        observe_worker(settings, processors)  # /metrics and the search-quality monitor
         print(f"stream worker: kafka {settings.kafka_bootstrap}, store {redact_url(url)}, "
               f"topics {settings.topic_prefix}.*", flush=True)
         processors.run(loglevel=(args.log_level or settings.log_level).upper())

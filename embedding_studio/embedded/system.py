@@ -24,6 +24,7 @@ from typing import Self
 from embedding_studio.embedded.mlflow_server import MlflowServer
 from embedding_studio.embedded.ports import free_port
 from embedding_studio.embedded.runtime import EmbeddedRuntime
+from observability.exposition import start_metrics_server
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ class EmbeddedSystem:
                 "kafka_bootstrap": runtime.bootstrap, "mlflow_tracking_uri": tracking_uri, "data_dir": data_dir,
                 "store_url": self.requested.resolved_store_url(), "milvus_uri": milvus_uri,
                 "search_port": self.requested.search_port or free_port(),
+                "metrics_port": 0,  # several processes here: each takes a free port and announces it
             })
             with open_store(self.settings.resolved_store_url()) as store:
                 store.init_schema()
@@ -182,6 +184,7 @@ class EmbeddedSystem:
                                                           "search endpoint", ("serve",)))
             if self.with_trainer:
                 self.trainer = runtime.enter(TrainerThread(self.settings, self.training_overrides))
+                runtime.enter(start_metrics_server(self.settings, "trainer"))  # the trainer thread's metrics
         except BaseException:
             self.stop()
             raise
