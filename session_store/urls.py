@@ -1,4 +1,4 @@
-"""Store URLs: how they are shown without their password, and what a Cassandra URL names.
+"""Store URLs: how they are shown without their password, and what a SQLite or Cassandra URL names.
 
 Kept apart from the stores so that the factory, the CLI and the Cassandra store all read URLs the
 same way without importing one another (and without loading the Cassandra driver to print one).
@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_PORT = 9042
 DEFAULT_KEYSPACE = "embedding_studio"
 _HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::(?P<port>\d+))?")
 _KEYSPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (the SQLAlchemy convention,
+    which is also what ``Settings.resolved_store_url`` writes)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+        raise ValueError(f"not a SQLite store URL: {url!r} (expected sqlite:///path/to/file.db)")
+    return Path(unquote(parts.path[1:]))
 
 
 def redact_url(url: str) -> str:
