@@ -18,6 +18,7 @@ without its state (ignored), never an open state whose bucket is not listed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from itertools import islice
 from typing import Any, Protocol
 
@@ -107,7 +108,7 @@ class CassandraOpenSessions:
             (s.session_id, s.partition, seen, closed, open_session_body(s), ttl) for s, seen, closed in ended])
 
     # --- the idle scan ------------------------------------------------------------------------------
-    def iter_idle(self, partitions: Iterable[int], last_seen_before: Any) -> Iterator[OpenSession]:
+    def iter_idle(self, partitions: Iterable[int], last_seen_before: datetime) -> Iterator[OpenSession]:
         before = to_micros(last_seen_before)
         limit = min(before, to_micros(utc_now()) - FORGET_MARGIN_US)
         for partition in sorted(set(partitions)):
@@ -143,7 +144,7 @@ class CassandraOpenSessions:
                 yield page
 
     # --- the purge ----------------------------------------------------------------------------------
-    def purge(self, closed_before: Any) -> int:
+    def purge(self, closed_before: datetime) -> int:
         """Forget tombstones closed before the time. On a running system it finds little: the
         sessionizer purges at now minus the tombstone TTL, when the TTL has expired them already."""
         before = to_micros(closed_before)
