@@ -193,6 +193,8 @@ class CassandraSessionStore(SessionStore):
         return new
 
     def get_session(self, session_id: str) -> StoredSession | None:
+        """Found through the session's claim, so for ``session_claim_ttl_s`` after it was stored;
+        ``iter_sessions`` reads it for as long as its batch is kept."""
         lookup = self.db.execute("session_batch", (session_id,)).one()
         if lookup is None:
             return None
