@@ -21,7 +21,9 @@ and the SQLite store):
   the same events produced by the SDK from contract instances, by the SDK from JSON bytes
   (validated once on pydantic-core's JSON path and sent as they came), and by a plain
   confluent-kafka producer of the pre-serialised bytes with the same settings, in the same run,
-  to a topic of their own; ``sdk_to_raw_produce`` is the SDK's share of the raw rate.
+  to a topic of their own; ``sdk_to_raw_produce`` is the SDK's share of the raw rate. The
+  ``*_per_cpu_s`` figures divide by this process's CPU time instead of wall time: events per
+  second of one core, less disturbed when other work shares the machine.
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ def bench_ingest(
         yield "ingest_to_faust_ratio", rate / naive if naive else float("nan")
 
 
+def bench_produce(events: int = 150_000) -> Iterator[Figure]:
+    """Only the producer figures (seconds rather than the minute of ``bench_ingest``): the SDK
+    against plain confluent-kafka, same events, same broker, same run."""
+    with tempfile.TemporaryDirectory(prefix="es-bench-produce-") as tmp, \
+            TansuBroker(log_path=Path(tmp) / "broker.log") as broker:
+        yield from _produce_rates(broker.bootstrap, _ended_sessions(events), limit=events)
+
+
 def _produce_rates(bootstrap: str, sessions: list[list], limit: int = 150_000) -> Iterator[Figure]:
     """SDK produce against plain confluent-kafka produce of the same events, same settings."""
     from confluent_kafka import Producer
@@ -110,38 +120,48 @@ def _produce_rates(bootstrap: str, sessions: list[list], limit: int = 150_000) -
     ensure_topics(bootstrap, topics)
     config = {"linger.ms": 20}
 
-    started = time.monotonic()
-    with ClickstreamProducer(bootstrap, topics, config=config) as producer:
-        producer.send_many(events)
-        producer.flush(120)
-    sdk = len(events) / (time.monotonic() - started)
+    def sdk(values: list) -> None:
+        with ClickstreamProducer(bootstrap, topics, config=config) as producer:
+            producer.send_many(values)
+            producer.flush(120)
 
-    started = time.monotonic()
-    with ClickstreamProducer(bootstrap, topics, config=config) as producer:
-        producer.send_many(blobs)
-        producer.flush(120)
-    sdk_bytes = len(events) / (time.monotonic() - started)
+    def raw() -> None:
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                             "partitioner": KAFKA_PARTITIONER, "linger.ms": 20, "message.timeout.ms": 120_000})
+        for index, (key, value) in enumerate(zip(keys, blobs)):
+            while True:
+                try:
+                    producer.produce(topics.clickstream.name, value=value, key=key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            if index % 1000 == 0:
+                producer.poll(0)
+        assert producer.flush(120) == 0
 
-    raw = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                    "partitioner": KAFKA_PARTITIONER, "linger.ms": 20, "message.timeout.ms": 120_000})
-    started = time.monotonic()
-    for index, (key, value) in enumerate(zip(keys, blobs)):
-        while True:
-            try:
-                raw.produce(topics.clickstream.name, value=value, key=key)
-                break
-            except BufferError:
-                raw.poll(0.05)
-        if index % 1000 == 0:
-            raw.poll(0)
-    assert raw.flush(120) == 0
-    raw_rate = len(events) / (time.monotonic() - started)
-    yield "sdk_produce_events", len(events)
-    yield "sdk_produce_events_per_s", sdk
-    yield "sdk_bytes_produce_events_per_s", sdk_bytes
-    yield "raw_produce_events_per_s", raw_rate
-    yield "sdk_to_raw_produce", sdk / raw_rate
-    yield "sdk_bytes_to_raw_produce", sdk_bytes / raw_rate
+    sdk_wall, sdk_cpu = _timed(lambda: sdk(events))
+    bytes_wall, bytes_cpu = _timed(lambda: sdk(blobs))
+    raw_wall, raw_cpu = _timed(raw)
+    count = len(events)
+    yield "sdk_produce_events", count
+    yield "sdk_produce_events_per_s", count / sdk_wall
+    yield "sdk_bytes_produce_events_per_s", count / bytes_wall
+    yield "raw_produce_events_per_s", count / raw_wall
+    yield "sdk_to_raw_produce", raw_wall / sdk_wall
+    yield "sdk_bytes_to_raw_produce", raw_wall / bytes_wall
+    # Per CPU-second of this process (its librdkafka threads included; the broker is another
+    # process): what a core spent, whatever else shared the machine while it ran.
+    yield "sdk_produce_events_per_cpu_s", count / sdk_cpu
+    yield "sdk_bytes_produce_events_per_cpu_s", count / bytes_cpu
+    yield "raw_produce_events_per_cpu_s", count / raw_cpu
+    yield "sdk_to_raw_produce_cpu", raw_cpu / sdk_cpu
+
+
+def _timed(run) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) that ``run()`` took."""
+    wall, cpu = time.monotonic(), time.process_time()
+    run()
+    return time.monotonic() - wall, time.process_time() - cpu
 
 
 def _ended_sessions(events: int) -> list[list]:
@@ -248,3 +268,31 @@ def _naive_faust(bootstrap: str, topics: TopicRegistry, workdir: Path, seconds: 
                            + (workdir / "naive.log").read_text(errors="replace")[-3000:])
     figures = json.loads(result.read_text())
     return figures["events"] / figures["seconds"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from bench.run import _format
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="`make bench` runs bench_ingest through bench.run; the README's ingest figures come from "
+        "`python -m bench.run --only bench.ingest:bench_ingest > bench/results/ingest.txt`.",
+    )
+    parser.add_argument("--produce-only", action="store_true",
+                        help="only the producer figures (sdk_*, raw_produce_*), without the worker")
+    parser.add_argument("--events", type=int, default=None,
+                        help="events to send (default: 300,000 for the whole bench, 150,000 with --produce-only)")
+    args = parser.parse_args(argv)
+    if args.produce_only:
+        figures = bench_produce(args.events or 150_000)
+    else:
+        figures = bench_ingest(args.events or 300_000)
+    for name, value in figures:
+        print(f"{name}: {_format(value)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -155,6 +155,15 @@ class Settings(BaseSettings):
     )
     cassandra_keyspace: str = Field("embedding_studio", description="Keyspace of the Cassandra store.")
     cassandra_local_dc: str | None = Field(None, description="Local data centre for the driver's load balancing.")
+    cassandra_open_index_bucket_s: float = Field(
+        60.0, ge=1, description="Width of the time buckets of the Cassandra store's open-session index: an idle scan "
+        "reads only buckets older than the session gap, and one bucket holds the sessions of one clickstream "
+        "partition active within this width (split 8 ways).",
+    )
+    cassandra_session_claim_ttl_s: float = Field(
+        30 * 24 * 3600.0, ge=3600, description="How long the Cassandra store remembers which batch a session went to "
+        "(a duplicate of it arriving later is refused): keep it above the retention of the sessions topic.",
+    )
 
     log_level: str = Field("INFO", description="Logging level of every process.")
     log_format: Literal["text", "json"] = Field(

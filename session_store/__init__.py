@@ -12,7 +12,8 @@ from session_store.base import (
     StaleBatcher,
     StoreNotInitialised,
 )
-from session_store.factory import SCHEMES, open_store, redact_url
+from session_store.factory import SCHEMES, open_store
+from session_store.urls import redact_url
 
 __all__ = [
     "BatchNotClosed",

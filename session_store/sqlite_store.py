@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from schemas.sessions import (
     BatchCloseReason,
@@ -40,6 +39,9 @@ from session_store.base import (
 )
 from session_store.records import open_session, open_session_body, session_body, stored_session
 from session_store.timestamps import from_micros, to_micros
+from session_store.urls import path_from_url
+
+__all__ = ["SCHEMA_VERSION", "SqliteSessionStore", "path_from_url"]
 
 SCHEMA_VERSION = 2
 
@@ -96,15 +98,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 _BATCH_COLUMNS = "batch_id, status, opened_us, closed_us, session_count, close_reason, release_id"
 _IDLE_PAGE = 1000
-
-
-def path_from_url(url: str) -> Path:
-    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (the SQLAlchemy convention,
-    which is also what ``Settings.resolved_store_url`` writes)."""
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/") or parts.path == "/":
-        raise ValueError(f"not a SQLite store URL: {url!r} (expected sqlite:///path/to/file.db)")
-    return Path(unquote(parts.path[1:]))
 
 
 class SqliteSessionStore(SessionStore):

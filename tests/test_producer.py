@@ -167,3 +167,25 @@ def test_records_a_broker_never_acknowledged_are_listed_by_flush(tmp_path: Path)
     assert producer.delivered == 1 and producer.failed == 2
     producer.flush(1)  # failures are reported once: nothing left to raise
     producer.close()
+
+
+def test_without_a_callback_acknowledged_records_are_counted_and_failures_still_listed(tmp_path: Path) -> None:
+    """With no ``on_delivery`` librdkafka reports failures only: the acknowledged records are
+    counted (``delivered``), and every record that failed is still in flush's DeliveryError."""
+    registry = TopicRegistry(prefix="gone-bulk")
+    with TansuBroker(log_path=tmp_path / "short-lived.log") as broker:
+        ensure_topics(broker.bootstrap, registry)
+        producer = ClickstreamProducer(broker.bootstrap, registry, config={"message.timeout.ms": 1500, "log_level": 0})
+        acknowledged = producer.send_many(list(emulate(3)))
+        producer.flush(10)
+        assert producer.delivered == acknowledged and producer.failed == 0
+    late = [SessionEnd(session_id=f"after-{i}") for i in range(3)]
+    producer.send_many(late)
+
+    with pytest.raises(DeliveryError) as failed:
+        producer.flush(10)
+
+    assert sorted(f.session_id for f in failed.value.failures) == ["after-0", "after-1", "after-2"]
+    assert all(f.value is not None for f in failed.value.failures)  # kept for a re-send
+    assert producer.delivered == acknowledged and producer.failed == 3
+    producer.close()

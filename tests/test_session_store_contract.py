@@ -246,6 +246,28 @@ def test_a_session_seen_again_or_closed_is_no_longer_idle(session_store: Session
     assert session_store.load_open_sessions(["b"])["b"].closed_at == at(60)
 
 
+def test_idle_scans_find_quiet_sessions_across_many_minutes_again_and_again_until_closed(
+    session_store: SessionStore,
+):
+    # Last seen minutes apart (on Cassandra: in different time buckets), scanned repeatedly as
+    # the sessionizer does; a scan must neither lose a session it handed out before nor keep one
+    # that was closed or seen again.
+    session_store.save_open_sessions([
+        make_open_session(f"s{minute}", partition=0, last_seen=minute * 60 + 5) for minute in range(6)
+    ])
+    assert sorted(ids(session_store.iter_idle_open_sessions([0], at(3000)))) == [f"s{m}" for m in range(6)]
+    assert sorted(ids(session_store.iter_idle_open_sessions([0], at(3000)))) == [f"s{m}" for m in range(6)]
+
+    session_store.save_open_sessions([
+        make_open_session("s0", partition=0, last_seen=5, closed=3000),
+        make_open_session("s2", partition=0, last_seen=125, closed=3000),
+        make_open_session("s4", partition=0, last_seen=3500),  # seen again, long after
+    ])
+    assert sorted(ids(session_store.iter_idle_open_sessions([0], at(3000)))) == ["s1", "s3", "s5"]
+    assert sorted(ids(session_store.iter_idle_open_sessions([0], at(4000)))) == ["s1", "s3", "s4", "s5"]
+    assert ids(session_store.iter_idle_open_sessions([0], at(150))) == ["s1"]
+
+
 def test_purge_forgets_only_tombstones_closed_before_the_time(session_store: SessionStore):
     session_store.save_open_sessions([
         make_open_session("old-tombstone", partition=0, last_seen=10, closed=20),

@@ -13,17 +13,22 @@ from dataclasses import dataclass
 
 import pytest
 
-from session_store.cassandra_store import (
+from session_store.cassandra_schema import (
+    BACKFILLS,
+    LEGACY_STATEMENTS,
     MIGRATIONS,
     MIGRATIONS_TABLE,
     SESSION_BUCKETS,
     STATEMENTS,
     TABLES,
-    parse_cassandra_url,
 )
 from session_store.records import stable_bucket
+from session_store.urls import parse_cassandra_url
 
 LWT_ONLY = {"batches", "batch_by_release", "session_batch", "batcher"}
+# Bucket lists whose settled runs are forgotten with one range delete each (a range tombstone),
+# not a tombstone per row.
+RANGE_DELETES = {"open_index_buckets", "tombstone_index_buckets"}
 
 
 @dataclass
@@ -34,11 +39,16 @@ class Table:
 
 
 def parse_create_table(ddl: str) -> tuple[str, Table]:
-    match = re.fullmatch(
-        r"\s*CREATE TABLE IF NOT EXISTS (\w+) \((.*)\)(?: WITH CLUSTERING ORDER BY \(([^)]*)\))?\s*", ddl, re.S
-    )
+    match = re.fullmatch(r"\s*CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\)(?: WITH (.*))?\s*", ddl, re.S)
     assert match, f"not a CREATE TABLE we understand: {ddl}"
-    name, body, order = match.groups()
+    name, body, options = match.groups()
+    order = None
+    if options:
+        clauses = [clause.strip() for clause in options.split(" AND ")]
+        ordering = [c for c in clauses if c.startswith("CLUSTERING ORDER BY")]
+        order = re.fullmatch(r"CLUSTERING ORDER BY \(([^)]*)\)", ordering[0])[1] if ordering else None
+        for clause in clauses:
+            assert clause.startswith(("CLUSTERING ORDER BY", "compaction = {", "gc_grace_seconds = ")), clause
     columns: dict[str, str] = {}
     partition: list[str] = []
     clustering: list[str] = []
@@ -65,6 +75,11 @@ def all_tables() -> dict[str, Table]:
     ddl = [MIGRATIONS_TABLE] + [statement for _, statements in MIGRATIONS.values() for statement in statements]
     tables: dict[str, Table] = {}
     for statement in ddl:
+        if statement in BACKFILLS:
+            continue
+        if dropped := re.fullmatch(r"DROP TABLE IF EXISTS (\w+)", statement):
+            tables.pop(dropped[1])
+            continue
         if added := re.fullmatch(r"\s*ALTER TABLE (\w+) ADD (\w+) (\w+)\s*", statement):
             table, column, kind = added.groups()
             assert table in tables and column not in tables[table].columns, statement
@@ -97,12 +112,18 @@ def parse_dml(cql: str) -> tuple[str, str, list[str], list[str], list[str]]:
 
 
 def _conditions(text: str) -> list[str]:
+    """The columns restricted, each once; a range (``<``, ``>=``...) counts as restricting its column."""
     found = []
     for part in filter(None, (p.strip() for p in text.split(" AND "))):
-        m = re.fullmatch(r"(\w+) = (\?|'[^']*'|null)", part)
-        assert m, f"only equality restrictions are expected, got {part!r}"
-        found.append(m.group(1))
+        m = re.fullmatch(r"(\w+) (=|<|<=|>=) (\?|'[^']*'|null)", part)
+        assert m, f"only equality and range restrictions are expected, got {part!r}"
+        if m.group(1) not in found:
+            found.append(m.group(1))
     return found
+
+
+def _ranges(cql: str) -> list[str]:
+    return re.findall(r"(\w+) (?:<|<=|>=) \?", cql)
 
 
 def test_every_table_is_created_and_every_created_table_is_known():
@@ -113,7 +134,14 @@ def test_keys_keep_partitions_bounded():
     tables = all_tables()
     assert tables["sessions_by_batch"].partition_key == ["batch_id", "bucket"]
     assert tables["sessions_by_batch"].clustering == ["session_id"]
-    assert tables["open_sessions_by_partition"].partition_key == ["partition", "bucket"]
+    # The open-session indexes are cut by time as well as by partition and shard: a partition
+    # holds one bucket's sessions, however long the system runs and however many are open.
+    for index in ("open_index", "tombstone_index"):
+        assert tables[index].partition_key == ["partition", "bucket_us", "shard"]
+        assert tables[index].clustering == ["session_id"]
+    for listing in ("open_index_buckets", "tombstone_index_buckets"):
+        assert tables[listing].partition_key == ["partition"] and tables[listing].clustering == ["bucket_us"]
+    assert "open_sessions_by_partition" not in tables  # the index version 3 replaced is dropped
     assert tables["batches"].partition_key == ["batch_id"]
     assert tables["batch_by_release"].partition_key == ["release_id"]
 
@@ -134,6 +162,9 @@ def test_statement_names_existing_columns_and_a_whole_partition_key(name: str):
         assert set(where) <= set(table.partition_key + table.clustering), f"{name}: filters on a regular column"
     if verb in ("UPDATE", "DELETE"):
         assert set(where) == set(table.partition_key + table.clustering), f"{name}: must address one row"
+    for column in _ranges(cql):  # a range stays within one partition, on its clustering key
+        assert column in table.clustering, f"{name}: a range on {column}, not a clustering column"
+        assert verb == "SELECT" or table_name in RANGE_DELETES, f"{name}: a range write on {table_name}"
     assert "ALLOW FILTERING" not in cql
 
 
@@ -200,9 +231,10 @@ def cqlsh_accepts(cql: str) -> bool:
     return any(not context.remainder for context in CqlRuleSet.cql_parse(literal + ";"))
 
 
-@pytest.mark.parametrize("name", sorted(STATEMENTS))
+@pytest.mark.parametrize("name", sorted(STATEMENTS) + sorted(LEGACY_STATEMENTS))
 def test_every_statement_the_store_prepares_parses_with_cassandras_grammar(name: str):
-    assert cqlsh_accepts(STATEMENTS[name]), STATEMENTS[name]
+    cql = STATEMENTS.get(name) or LEGACY_STATEMENTS[name]
+    assert cqlsh_accepts(cql), cql
 
 
 @pytest.mark.parametrize("broken", [
@@ -211,6 +243,8 @@ def test_every_statement_the_store_prepares_parses_with_cassandras_grammar(name:
     "INSERT INTO batches (batch_id, status) VALUES (?, ?) IF EXISTS NOT",
     "DELETE open_sessions WHERE session_id = ?",
     "INSERT INTO open_sessions (session_id) VALUES (?) USING TTL",
+    "DELETE FROM open_index_buckets WHERE partition = ? AND bucket_us >= AND bucket_us <= ?",
+    "SELECT bucket_us FROM open_index_buckets WHERE partition = ? AND bucket_us <",
 ])
 def test_the_grammar_check_rejects_a_broken_statement(broken: str):
     assert not cqlsh_accepts(broken)
@@ -218,4 +252,14 @@ def test_the_grammar_check_rejects_a_broken_statement(broken: str):
 
 def test_tombstones_expire_by_ttl_and_open_states_do_not():
     assert "USING TTL ?" in STATEMENTS["upsert_tombstone"] and "USING TTL ?" in STATEMENTS["upsert_tombstone_index"]
-    assert "TTL" not in STATEMENTS["upsert_open_session"] and "TTL" not in STATEMENTS["upsert_open_index"]
+    # An open state is the only copy of its events: it never expires. Its index entries do.
+    assert "TTL" not in STATEMENTS["upsert_open_session"]
+
+
+def test_every_index_and_claim_row_expires():
+    writes = {name: cql for name, cql in STATEMENTS.items() if cql.startswith("INSERT")}
+    for table in ("open_index", "open_index_buckets", "tombstone_index", "tombstone_index_buckets", "session_batch"):
+        inserts = [name for name, cql in writes.items() if cql.startswith(f"INSERT INTO {table} ")]
+        assert inserts, table
+        for name in inserts:
+            assert writes[name].endswith("USING TTL ?"), f"{name} writes {table} rows that never expire"
