@@ -50,15 +50,13 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from messaging import BrokerUnavailable, KafkaCluster, ReadError, TopicMissing, TopicReader
 
 from schemas.base import utc_now
 from schemas.sessions import BatchRecord, BatchStatus, ClosedSession, OpenSession
@@ -233,31 +231,32 @@ class RangeSessionizer:
 
 # --- reading the range from Kafka ------------------------------------------------------------------
 class RangeReader:
-    """Reads one ``ReplayRange`` of a topic with assigned partitions (no consumer group)."""
+    """Reads one ``ReplayRange`` of a topic with ``messaging.TopicReader`` (assigned partitions, no
+    consumer group): each partition from its first record stamped at or after the start, until its
+    first record stamped at or after the end or its end of partition."""
 
-    def __init__(self, bootstrap: str, replay_range: ReplayRange, *, chunk: int = 20_000,
+    def __init__(self, bootstrap: KafkaCluster | str, replay_range: ReplayRange, *, chunk: int = 20_000,
                  timeout_s: float = 600.0, consumer_config: dict[str, Any] | None = None) -> None:
         self.range = replay_range
         self.chunk = chunk
         self.timeout_s = timeout_s
-        self._config = {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"es-replay-{uuid.uuid4().hex[:12]}",  # never joined: assign() needs a group id
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",  # a start offset gone to retention: the oldest kept
-            "fetch.max.bytes": 64 << 20,
-            **(consumer_config or {}),
-        }
-        self._consumer: Consumer | None = None
+        self._cluster = bootstrap
+        self._config = {"fetch.max.bytes": 64 << 20, **(consumer_config or {})}
+        self._reader: TopicReader | None = None
         self.starts: dict[int, int] = {}
         self.partitions: list[int] = []
         self.estimate: int | None = None  # records to scan, from the broker's end offsets: a hint only
 
     def __enter__(self) -> "RangeReader":
-        self._consumer = Consumer(self._config)
         try:
+            self._reader = TopicReader(self._cluster, self.range.topic, starts={}, extra_config=self._config)
             self._plan()
+        except TopicMissing as error:
+            self.close()
+            raise ReplayError(f"topic {self.range.topic} does not exist") from error
+        except (BrokerUnavailable, ReadError) as error:
+            self.close()
+            raise ReplayError(str(error)) from error
         except BaseException:
             self.close()
             raise
@@ -267,88 +266,45 @@ class RangeReader:
         self.close()
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _plan(self) -> None:
-        assert self._consumer is not None
-        topic = self.range.topic
-        try:
-            metadata = self._consumer.list_topics(topic, timeout=15)
-        except KafkaException as error:
-            raise ReplayError(f"no answer from the broker: {error.args[0].str()}") from error
-        described = metadata.topics.get(topic)
-        if described is None or described.error is not None or not described.partitions:
-            raise ReplayError(f"topic {topic} does not exist")
-        self.partitions = sorted(described.partitions)
-        try:
-            found = self._consumer.offsets_for_times(
-                [TopicPartition(topic, p, self.range.start_ms) for p in self.partitions], timeout=30)
-        except KafkaException as error:
-            raise ReplayError(f"looking up offsets by time on {topic}: {error.args[0].str()}") from error
-        estimate = 0
-        for tp in found:
-            if tp.error is not None:
-                raise ReplayError(f"looking up offsets by time on {topic}[{tp.partition}]: {tp.error.str()}")
-            if tp.offset < 0:
-                continue  # nothing stamped at or after the start: nothing of the range here
-            self.starts[tp.partition] = tp.offset
-            try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-                estimate += max(0, high - tp.offset)
-            except KafkaException:
-                pass
-        self.estimate = estimate
+        assert self._reader is not None
+        self.partitions = self._reader.partitions
+        self.starts = self._reader.offsets_for_time(self.range.start_ms)
+        self._reader.seek(self.starts)
+        ends = self._reader.end_offsets()
+        self.estimate = sum(max(0, ends[p] - offset) for p, offset in self.starts.items() if p in ends)
 
     def chunks(self, on_scanned: Callable[[int], None] | None = None) -> Iterator[list[RawRecord]]:
         """Records of the range, a chunk at a time, each partition in offset order."""
-        assert self._consumer is not None, "use the reader as a context manager"
-        consumer, topic = self._consumer, self.range.topic
+        reader = self._reader
+        assert reader is not None, "use the reader as a context manager"
         start_ms, end_ms = self.range.start_ms, self.range.end_ms
-        active = set(self.starts)
-        if not active:
-            return
-        consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(self.starts.items())])
-        deadline = time.monotonic() + self.timeout_s
-
-        def done(partition: int) -> None:
-            active.discard(partition)
-            consumer.pause([TopicPartition(topic, partition)])
-
-        while active:
-            if time.monotonic() > deadline:
-                raise ReplayError(f"reading {topic} took more than {self.timeout_s:.0f} s; partitions not "
-                                  f"finished: {sorted(active)}")
-            messages: list[Message] = consumer.consume(self.chunk, timeout=0.5)
-            records: list[RawRecord] = []
-            scanned = 0
-            for message in messages:
-                partition = message.partition()
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        if partition in active:
-                            done(partition)
+        try:
+            for messages in reader.until_caught_up(self.timeout_s, self.chunk):
+                records: list[RawRecord] = []
+                scanned = 0
+                for message in messages:
+                    partition = message.partition()
+                    if not reader.is_reading(partition):
+                        continue  # fetched before the partition was finished
+                    scanned += 1
+                    kind, stamp = message.timestamp()
+                    if kind != 0 and stamp >= end_ms:  # 0: TIMESTAMP_NOT_AVAILABLE, kept
+                        reader.finish(partition)
                         continue
-                    if error.fatal():
-                        raise ReplayError(f"reading {topic}: {error.str()}")
-                    log.warning("reading %s: %s", topic, error.str())
-                    continue
-                if partition not in active:
-                    continue  # fetched before the partition was paused
-                scanned += 1
-                kind, stamp = message.timestamp()
-                if kind != 0 and stamp >= end_ms:  # 0: TIMESTAMP_NOT_AVAILABLE, kept
-                    done(partition)
-                    continue
-                if kind != 0 and stamp < start_ms:
-                    continue
-                records.append((partition, message.offset(), message.key(), message.value()))
-            if on_scanned is not None and scanned:
-                on_scanned(scanned)
-            if records:
-                yield records
+                    if kind != 0 and stamp < start_ms:
+                        continue
+                    records.append((partition, message.offset(), message.key(), message.value()))
+                if on_scanned is not None and scanned:
+                    on_scanned(scanned)
+                if records:
+                    yield records
+        except ReadError as error:
+            raise ReplayError(str(error)) from error
 
 
 # --- the whole replay ------------------------------------------------------------------------------
@@ -363,7 +319,7 @@ class ReplayResult:
 
 def replay_range(
     *,
-    bootstrap: str,
+    bootstrap: KafkaCluster | str,
     replay_range: ReplayRange,
     store: SessionStore,
     rules: SessionRules,

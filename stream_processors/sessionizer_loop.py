@@ -41,7 +41,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ingest.partitioner import KAFKA_PARTITIONER, partition_for
+from ingest.partitioner import partition_for
+from messaging.config import KAFKA_PARTITIONER, KafkaCluster, as_cluster
 from schemas.base import utc_now
 from schemas.faults import crash_point
 from schemas.sessions import ClosedSession, OpenSession
@@ -51,7 +52,7 @@ from schemas.dead_letters import dead_letter_headers
 from stream_processors.gc_pause import gc_paused
 from stream_processors.metrics import StreamMetrics
 from stream_processors.raw_events import check_raw_event
-from stream_processors.records import BATCHER_KEY, encode_sessions
+from stream_processors.batcher_records import BATCHER_KEY, encode_sessions
 from stream_processors.sessionizer import Arrival, Outcome, SessionRules, apply_events, close_idle
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class SessionizerLoop:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: KafkaCluster | str,
         topics: TopicRegistry,
         store: SessionStore,
         rules: SessionRules,
@@ -106,24 +107,15 @@ class SessionizerLoop:
         self.assigned: set[int] = set()
         self.stopping = threading.Event()
         self._delivery_errors: list[str] = []
-        self._consumer_config = {
-            "bootstrap.servers": bootstrap,
-            "group.id": group_id,
-            "enable.auto.commit": False,  # offsets are committed only after a batch is fully handled
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": int(session_timeout_s * 1000),
-            "heartbeat.interval.ms": int(heartbeat_interval_s * 1000),
-            "fetch.max.bytes": 64 << 20,
-            **(consumer_config or {}),
-        }
-        self._producer_config = {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            # The topics' max.message.bytes: nothing this loop produces may be refused by the broker.
-            "message.max.bytes": max_record_bytes or topics.max_message_bytes,
-        }
+        cluster = as_cluster(bootstrap)
+        self._consumer_config = cluster.consumer(
+            group_id, session_timeout_s=session_timeout_s, heartbeat_interval_s=heartbeat_interval_s,
+            # offsets are committed only after a batch is fully handled (the consumer never auto-commits)
+            extra={"fetch.max.bytes": 64 << 20, **(consumer_config or {})},
+        )
+        # The topics' max.message.bytes: nothing this loop produces may be refused by the broker.
+        self._producer_config = cluster.producer(max_message_bytes=max_record_bytes or topics.max_message_bytes,
+                                                 client_id="embedding-studio-sessionizer")
         # Every value this loop produces is at most this (sessions records, dead letters, late
         # events): a bigger one is split, trimmed with a marker or dead-lettered, never produced.
         self._max_value_bytes = self._producer_config["message.max.bytes"] - _RECORD_OVERHEAD

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 
+from messaging import KafkaCluster
 from schemas.settings import Settings
 from schemas.topics import TopicRegistry
 from session_store.base import SessionStore
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def build_sessionizer(
-    settings: Settings, store: SessionStore, bootstrap: str, group_id: str, metrics: StreamMetrics | None = None
+    settings: Settings, store: SessionStore, bootstrap: KafkaCluster | str, group_id: str,
+    metrics: StreamMetrics | None = None,
 ) -> SessionizerLoop:
     topics: TopicRegistry = settings.topics()
     return SessionizerLoop(
@@ -47,7 +49,7 @@ def build_sessionizer(
     )
 
 
-def run_child(settings: Settings, bootstrap: str, group_id: str, number: int, log_level: str) -> None:
+def run_child(settings: Settings, bootstrap: KafkaCluster | str, group_id: str, number: int, log_level: str) -> None:
     """Body of a sessionizer child process (a multiprocessing target)."""
     _die_with_parent()
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s sessionizer-{number} %(name)s: %(message)s")

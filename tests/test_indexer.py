@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from confluent_kafka import Producer
 
-from embedding_studio.kafka_topics import ensure_topics
+from messaging.topics import ensure_topics
 from index.indexer import Indexer
 from index.milvus_index import MilvusIndex
 from index.search import SearchService

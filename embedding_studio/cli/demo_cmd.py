@@ -171,7 +171,7 @@ class _IndexEvents:
     """The IndexReady events of this demo's system."""
 
     def __init__(self, settings: Settings):
-        from embedding_studio.embedded.pipeline import TopicReader
+        from messaging import EventReader as TopicReader
         from schemas.index import IndexReady
 
         self.reader = TopicReader(settings.kafka_bootstrap, settings.topics().index_ready.name, IndexReady)
