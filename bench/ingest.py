@@ -37,7 +37,7 @@ from pathlib import Path
 
 from embedding_studio.embedded.broker import TansuBroker
 from messaging.topics import ensure_topics
-from ingest.emulator import emulate_sessions
+from simulation.emulator import emulate_sessions
 from ingest.producer import ClickstreamProducer
 from schemas.base import utc_now
 from schemas.clickstream import SessionEnd

@@ -45,7 +45,7 @@ def starting_model(settings: Settings) -> str:
     """The default method's starting model: what the first index version is embedded with."""
     if settings.base_model:
         return settings.base_model
-    from trainer.tiny_model import minilm_path
+    from trainer.base_model import minilm_path
 
     return str(minilm_path())
 

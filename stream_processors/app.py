@@ -33,7 +33,7 @@ from session_store.base import SessionStore
 from stream_processors.batcher import Batcher
 from stream_processors.batcher_agent import BatcherAgent
 from stream_processors.commands_agent import CommandsAgent
-from stream_processors.metrics import StreamMetrics
+from stream_processors.counters import StreamCounters
 from stream_processors.sessionizer_service import SessionizerService
 
 
@@ -44,7 +44,7 @@ class StreamProcessors:
     app: faust.App
     sessionizers: "SessionizerService"
     batcher: Batcher
-    metrics: StreamMetrics
+    metrics: StreamCounters
 
     def run(self, loglevel: str = "INFO") -> None:
         """Run the worker in this (main) thread until a signal stops it; raises if it crashed."""
@@ -78,7 +78,7 @@ def create_app(
     cluster = KafkaCluster.from_settings(settings, bootstrap)
     topics = settings.topics()
     app_id = app_id or f"{topics.prefix}.stream-processors"
-    metrics = StreamMetrics()
+    metrics = StreamCounters()
     app = faust.App(app_id, **{**app_options(settings, cluster), **faust_options})
 
     def raw_topic(name: str, partitions: int) -> faust.TopicT:

@@ -33,7 +33,7 @@ from stream_processors.batcher_records import (
     parse_batcher_input,
 )
 from stream_processors.gc_pause import gc_paused
-from stream_processors.metrics import StreamMetrics
+from stream_processors.counters import StreamCounters
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,7 +41,7 @@ T = TypeVar("T")
 
 class BatcherAgent:
     def __init__(self, app: faust.App, batcher: Batcher, store: SessionStore, *, sessions_topic: faust.TopicT,
-                 batches_topic: faust.TopicT, metrics: StreamMetrics) -> None:
+                 batches_topic: faust.TopicT, metrics: StreamCounters) -> None:
         self.app = app
         self.batcher = batcher
         self.store = store

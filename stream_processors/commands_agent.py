@@ -11,11 +11,11 @@ from schemas.base import ContractError, utc_now
 from schemas.dead_letters import dead_letter_headers
 from schemas.tasks import ReleaseBatch, parse_task_command
 from stream_processors.batcher_records import BATCHER_KEY, ReleaseRequested, encode
-from stream_processors.metrics import StreamMetrics
+from stream_processors.counters import StreamCounters
 
 
 class CommandsAgent:
-    def __init__(self, *, sessions_topic: faust.TopicT, commands_dlq: faust.TopicT, metrics: StreamMetrics) -> None:
+    def __init__(self, *, sessions_topic: faust.TopicT, commands_dlq: faust.TopicT, metrics: StreamCounters) -> None:
         self.sessions_topic = sessions_topic
         self.commands_dlq = commands_dlq
         self.metrics = metrics

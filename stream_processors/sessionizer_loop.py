@@ -50,7 +50,7 @@ from schemas.topics import TopicRegistry
 from session_store.base import SessionStore
 from schemas.dead_letters import dead_letter_headers
 from stream_processors.gc_pause import gc_paused
-from stream_processors.metrics import StreamMetrics
+from stream_processors.counters import StreamCounters
 from stream_processors.raw_events import check_raw_event
 from stream_processors.batcher_records import BATCHER_KEY, encode_sessions
 from stream_processors.sessionizer import Arrival, Outcome, SessionRules, apply_events, close_idle
@@ -87,7 +87,7 @@ class SessionizerLoop:
         tombstone_ttl_s: float = 7 * 24 * 3600.0,
         session_timeout_s: float = 10.0,
         heartbeat_interval_s: float = 3.0,
-        metrics: StreamMetrics | None = None,
+        metrics: StreamCounters | None = None,
         consumer_config: dict[str, Any] | None = None,
     ) -> None:
         self.topics = topics
@@ -102,7 +102,7 @@ class SessionizerLoop:
         # A quarter of the gap: a quiet session closes between 1 and 1.25 gaps after its last event.
         self.idle_scan_s = idle_scan_s if idle_scan_s is not None else min(max(gap_s / 4, 0.1), 30.0)
         self.tombstone_ttl = timedelta(seconds=tombstone_ttl_s)
-        self.metrics = metrics or StreamMetrics()
+        self.metrics = metrics or StreamCounters()
         self.counters = self.metrics.sessionizer
         self.assigned: set[int] = set()
         self.stopping = threading.Event()

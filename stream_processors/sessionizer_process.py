@@ -26,7 +26,7 @@ from schemas.settings import Settings
 from schemas.topics import TopicRegistry
 from session_store.base import SessionStore
 from session_store.factory import open_store
-from stream_processors.metrics import StreamMetrics
+from stream_processors.counters import StreamCounters
 from stream_processors.sessionizer import SessionRules
 from stream_processors.sessionizer_loop import SessionizerLoop
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def build_sessionizer(
     settings: Settings, store: SessionStore, bootstrap: KafkaCluster | str, group_id: str,
-    metrics: StreamMetrics | None = None,
+    metrics: StreamCounters | None = None,
 ) -> SessionizerLoop:
     topics: TopicRegistry = settings.topics()
     return SessionizerLoop(
@@ -53,7 +53,7 @@ def run_child(settings: Settings, bootstrap: KafkaCluster | str, group_id: str, 
     """Body of a sessionizer child process (a multiprocessing target)."""
     _die_with_parent()
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s sessionizer-{number} %(name)s: %(message)s")
-    metrics = StreamMetrics()
+    metrics = StreamCounters()
     store = open_store(settings.resolved_store_url())
     loop = build_sessionizer(settings, store, bootstrap, group_id, metrics)
     for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C reaches the whole process group
@@ -69,7 +69,7 @@ def run_child(settings: Settings, bootstrap: KafkaCluster | str, group_id: str, 
         store.close()
 
 
-def _report(loop: SessionizerLoop, metrics: StreamMetrics, interval_s: float = 30.0) -> None:
+def _report(loop: SessionizerLoop, metrics: StreamCounters, interval_s: float = 30.0) -> None:
     while not loop.stopping.wait(interval_s):
         metrics.log()
 

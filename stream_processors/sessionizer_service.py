@@ -20,7 +20,7 @@ from mode import Service
 from messaging import KafkaCluster
 from schemas.settings import Settings
 from session_store.base import SessionStore
-from stream_processors.metrics import StreamMetrics
+from stream_processors.counters import StreamCounters
 from stream_processors.sessionizer_loop import SessionizerLoop
 from stream_processors.sessionizer_process import build_sessionizer, run_child, stop_children
 
@@ -33,7 +33,7 @@ class SessionizerService(Service):
     loop fails (store or broker trouble, never bad input) the whole worker stops with the error."""
 
     def __init__(self, settings: Settings, store: SessionStore, bootstrap: KafkaCluster | str, group_id: str,
-                 metrics: StreamMetrics, app: faust.App, **kwargs: Any) -> None:
+                 metrics: StreamCounters, app: faust.App, **kwargs: Any) -> None:
         self.settings = settings
         self.store = store
         self.bootstrap = bootstrap

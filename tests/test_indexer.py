@@ -28,7 +28,7 @@ from schemas.settings import Settings
 from tests.fixtures.trainer import Feed
 from trainer.loaders.base import ItemLoader
 from trainer.loaders.local import JsonlCatalogLoader
-from trainer.tiny_model import build_tiny_model
+from simulation.tiny_model import build_tiny_model
 
 WORDS = "apple banana cherry tiger lion zebra river mountain forest rain jacket boot tent stove lamp".split()
 

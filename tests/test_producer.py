@@ -11,7 +11,7 @@ import pytest
 
 from embedding_studio.embedded.broker import TansuBroker
 from messaging.topics import ensure_topics
-from ingest.emulator import emulate, emulate_sessions
+from simulation.emulator import emulate, emulate_sessions
 from ingest.partitioner import partition_for
 from ingest.producer import ClickstreamProducer, DeliveryError, DeliveryReport
 from schemas.base import ContractError
