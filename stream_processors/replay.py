@@ -51,24 +51,32 @@ import json
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import Any
 
 from messaging import BrokerUnavailable, KafkaCluster, ReadError, TopicMissing, TopicReader
-
-from schemas.base import utc_now
-from schemas.sessions import BatchRecord, BatchStatus, ClosedSession, OpenSession
+from schemas.sessions import BatchRecord, ClosedSession, OpenSession
 from session_store.base import SessionStore
 from stream_processors.raw_events import check_raw_event
+from stream_processors.replay_batches import (
+    REPLAY_BATCH_PREFIX,
+    complete_parts,
+    part_batch_id,
+    parts,
+    read_at,
+    spool_sessions,
+    write_batch,
+)
+
+__all__ = ["REPLAY_BATCH_PREFIX", "RangeReader", "RangeSessionizer", "ReplayError", "ReplayRange", "ReplayResult",
+           "ReplayStats", "original_session_id", "part_batch_id", "replay_range", "replay_session_id", "write_batch"]
 from stream_processors.sessionizer import Arrival, Outcome, SessionRules, apply_events, close_idle
 
 log = logging.getLogger(__name__)
 
-REPLAY_BATCH_PREFIX = "replay-"
 _MAX_ID = 256  # schemas.base.Identifier
-_WRITE_CHUNK = 1000
 
 
 class ReplayError(RuntimeError):
@@ -104,11 +112,6 @@ class ReplayRange:
             rules.max_duration.total_seconds(), max_event_bytes, max_sessions,
         ])
         return REPLAY_BATCH_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:20]
-
-
-def part_batch_id(range_id: str, part: int) -> str:
-    """The batch of the ``part``-th (from 1) ``max_sessions`` sessions of a replayed range."""
-    return f"{range_id}-p{part}"
 
 
 def replay_session_id(session_id: str, batch_id: str) -> str:
@@ -337,7 +340,7 @@ def replay_range(
         raise ValueError("max_sessions must be at least 1")
     range_id = replay_range.range_id(rules, max_event_bytes, max_sessions)
     stats = ReplayStats()
-    done = _complete_parts(store, range_id)
+    done = complete_parts(store, range_id)
     if done:
         return ReplayResult(range_id, done, stats, reused=True)
     sessionizer = RangeSessionizer(rules, max_event_bytes, range_id, replay_range.end, stats)
@@ -354,96 +357,16 @@ def replay_range(
                     on_scanned(count)
 
             for records in reader.chunks(scanned):
-                _spool(spool, sessionizer.feed(records))
-        _spool(spool, sessionizer.finish())
+                spool_sessions(spool, sessionizer.feed(records))
+        spool_sessions(spool, sessionizer.finish())
         if stats.sessions == 0:
             return ReplayResult(range_id, [], stats)
-        parts = _parts(spool, max_sessions)
+        cut = parts(spool, max_sessions)
         batches: list[BatchRecord] = []
         added = 0
-        for number in range(len(parts), 0, -1):  # last to first: part 1 closed means all are
+        for number in range(len(cut), 0, -1):  # last to first: part 1 closed means all are
             record, written = write_batch(store, part_batch_id(range_id, number), replay_range.start,
-                                          _read_at(spool, parts[number - 1]))
+                                          read_at(spool, cut[number - 1]))
             batches.insert(0, record)
             added += written
     return ReplayResult(range_id, batches, stats, added=added)
-
-
-def _complete_parts(store: SessionStore, range_id: str) -> list[BatchRecord]:
-    """Every part of an earlier replay of the range, if it completed (its part 1 is closed); else []."""
-    first = store.get_batch(part_batch_id(range_id, 1))
-    if first is None or first.status is not BatchStatus.closed:
-        return []
-    parts = [first]
-    while (record := store.get_batch(part_batch_id(range_id, len(parts) + 1))) is not None:
-        parts.append(record)
-    return parts
-
-
-def _parts(spool: IO[bytes], max_sessions: int) -> list[list[int]]:
-    """Spool positions of the sessions, ordered by (created_at, session id), cut every ``max_sessions``."""
-    spool.seek(0)
-    keys: list[tuple[str, str, int]] = []
-    position = 0
-    for line in spool:
-        if line.strip():
-            session = json.loads(line)
-            keys.append((_sort_time(session["created_at"]), session["session_id"], position))
-        position += len(line)
-    keys.sort()
-    positions = [p for *_, p in keys]
-    return [positions[i:i + max_sessions] for i in range(0, len(positions), max_sessions)]
-
-
-def _sort_time(created_at: str) -> str:
-    return datetime.fromisoformat(created_at.replace("Z", "+00:00")).astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _read_at(spool: IO[bytes], positions: Sequence[int]) -> Iterator[ClosedSession]:
-    for position in positions:
-        spool.seek(position)
-        yield ClosedSession.model_validate_json(spool.readline())
-
-
-def write_batch(store: SessionStore, batch_id: str, opened_at: datetime,
-                sessions: Iterable[ClosedSession]) -> tuple[BatchRecord, int]:
-    """Open the batch (or find it), store the sessions, close it with reason ``replay``."""
-    live = store.get_open_batch()
-    if live is not None and live.batch_id.startswith(REPLAY_BATCH_PREFIX):
-        live = None  # a replay cut short, not the batcher's
-    record = store.open_batch(batch_id, opened_at)
-    if record.status is BatchStatus.closed:
-        return record, 0
-    added = 0
-    try:
-        for chunk in _chunks(sessions, _WRITE_CHUNK):
-            added += store.put_sessions(batch_id, chunk)
-        record = store.close_batch(batch_id, utc_now(), "replay")
-    finally:
-        _keep_current(store, live)
-    return record, added
-
-
-def _keep_current(store: SessionStore, live: BatchRecord | None) -> None:
-    """Opening a batch may make it the store's "open batch", the one a restarting batcher resumes
-    (Cassandra keeps a pointer to the batch opened last): point the store back at the batcher's."""
-    if live is not None and store.get_open_batch() is None:
-        store.open_batch(live.batch_id, live.opened_at)  # idempotent; re-points at it while it is open
-
-
-def _spool(spool: IO[bytes], sessions: Sequence[ClosedSession]) -> None:
-    # The order here is the read's; ``_parts`` puts the sessions in an order of their own.
-    to_json = ClosedSession.__pydantic_serializer__.to_json
-    for session in sorted(sessions, key=lambda s: (s.created_at, s.session_id)):
-        spool.write(to_json(session) + b"\n")
-
-
-def _chunks(items: Iterable[ClosedSession], size: int) -> Iterator[list[ClosedSession]]:
-    chunk: list[ClosedSession] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
