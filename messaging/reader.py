@@ -16,6 +16,7 @@ go on afterwards and follow new records (``EventReader`` does, for the CLI and t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -132,8 +133,6 @@ class TopicReader:
 
     def until_caught_up(self, timeout_s: float, max_records: int = 500) -> Iterator[list[Message]]:
         """Chunks of records until every partition read is at its end; ReadError after ``timeout_s``."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         while not self.caught_up:
             if time.monotonic() > deadline:
