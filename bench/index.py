@@ -1,6 +1,6 @@
 """Index refresh and search speed, each against a plain baseline measured in the same run.
 
-Refresh: the catalog of the demo shop (``ingest/data/shop_catalog.json``, its texts repeated with a
+Refresh: the catalog of the demo shop (``simulation/data/shop_catalog.json``, its texts repeated with a
 numbered suffix up to ``--items``) embedded with all-MiniLM-L6-v2 (or ``--model``) into Milvus Lite:
 
 - ``index_refresh_items_per_s``: ``index.refresh.IndexRefresher.refresh`` — listing the catalog through
@@ -41,7 +41,7 @@ SEARCH_DIM = 384
 
 
 def catalog_texts(n: int) -> list[str]:
-    from ingest.shop_catalog import load_shop
+    from simulation.shop_catalog import load_shop
 
     base = [item.text for item in load_shop().items]
     return [base[i % len(base)] + ("" if i < len(base) else f" (variant {i // len(base)})") for i in range(n)]
@@ -50,11 +50,11 @@ def catalog_texts(n: int) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def _model_path(name: str) -> str:
     if name == "minilm":
-        from trainer.tiny_model import minilm_path
+        from trainer.base_model import minilm_path
 
         return str(minilm_path())
     if name == "tiny":
-        from trainer.tiny_model import build_tiny_model
+        from simulation.tiny_model import build_tiny_model
 
         return str(build_tiny_model(Path(tempfile.mkdtemp(prefix="bench-tiny-")) / "model"))
     return name

@@ -38,8 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from embedding_studio.embedded.broker import TansuBroker
-from embedding_studio.kafka_topics import ensure_topics
-from ingest.emulator import emulate_sessions
+from messaging.topics import ensure_topics
+from simulation.emulator import emulate_sessions
 from ingest.producer import ClickstreamProducer
 from schemas.base import utc_now
 from schemas.clickstream import SessionEnd

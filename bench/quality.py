@@ -10,7 +10,7 @@ over a folder in the BEIR layout (``corpus.jsonl``, ``queries.jsonl``, ``qrels.t
    later runs, keyed by the model's weights and the texts) and is measured on the test queries;
 3. simulated users search every training query ``--sessions-per-query`` times, see the starting
    model's top 10 over the whole corpus and click by a position-biased click model
-   (``ingest.click_model``), with the qrels as the truth they judge by;
+   (``simulation.click_model``), with the qrels as the truth they judge by;
 4. the sessions go through the real pipeline of an ``EmbeddedSystem``: producer SDK → Kafka →
    stream worker → session store → closed batch → trainer (Optuna trials of a Lightning fine-tune,
    MLflow) → ModelReady. Item texts reach the trainer through ``ES_ITEMS_URL``, a JSONL catalog
@@ -309,7 +309,7 @@ def _starting_model(model: str | None, max_seq_length: int | None, work: Path) -
     truncates texts there."""
     from sentence_transformers import SentenceTransformer
 
-    from trainer.tiny_model import minilm_path
+    from trainer.base_model import minilm_path
 
     source = Path(model) if model else minilm_path()
     if max_seq_length is None:
@@ -325,8 +325,8 @@ def _through_the_pipeline(data: Dataset, train_ids: list[str], base, base_index,
                           work: Path, say) -> tuple[list, list[Figure], Path | None]:
     from embedding_studio.embedded.pipeline import PipelineDriver, download_model
     from embedding_studio.embedded.system import EmbeddedSystem
-    from ingest.click_model import PositionBiasedClickModel
-    from ingest.user_simulator import SimQuery, simulate_sessions, summarise
+    from simulation.click_model import PositionBiasedClickModel
+    from simulation.user_simulator import SimQuery, simulate_sessions, summarise
     from schemas.settings import Settings
     from trainer.retrieval_eval import ranker
 

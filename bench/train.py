@@ -9,7 +9,7 @@ triples, 16 per step, for the same number of steps, on the same device:
   (anchor, positive, negative) dataset holding the very triples ``fine_tune`` builds from the same
   sessions (same split, same click model), with no evaluation, no saving and no logging.
 
-The data: emulated sessions (``ingest.emulator``) stored as ``StoredSession``. Only sessions with a
+The data: emulated sessions (``simulation.emulator``) stored as ``StoredSession``. Only sessions with a
 click below a skipped result are kept, so that every triple has a hard negative and the two engines
 train on exactly the same (query, positive, negative) rows; training sessions are added until
 ``steps`` batches of 16 are filled (the last one may be shorter), and ``held_out_sessions`` test
@@ -139,7 +139,7 @@ class BenchData:
 
 def bench_data(steps: int, batch_size: int = BATCH_SIZE, held_out_sessions: int = HELD_OUT_SESSIONS) -> BenchData:
     """Emulated sessions giving exactly ``steps`` training batches, plus the held-out sessions."""
-    from ingest.emulator import catalog, emulate_sessions
+    from simulation.emulator import catalog, emulate_sessions
     from trainer.examples import session_example, split_queries
 
     most = steps * batch_size
@@ -217,7 +217,8 @@ def _triples_of(sessions: list) -> list:
 
 
 def _model_path(model: str, workdir: Path) -> Path:
-    from trainer.tiny_model import build_tiny_model, minilm_path
+    from simulation.tiny_model import build_tiny_model
+    from trainer.base_model import minilm_path
 
     if model == "tiny":
         return build_tiny_model(workdir / "tiny")

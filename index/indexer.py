@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Message
 
 from index.base import IndexedItem, IndexVersion, VectorIndex
 from index.models import embedder, encode
 from index.refresh import IndexRefresher, RefreshProgress, RefreshResult
+from messaging import CommittingConsumer, ConfirmedProducer, KafkaCluster
 from observability.index import observe_refresh, observe_refresh_failed
 from schemas.base import ContractError, describe_validation_error
 from schemas.index import IndexReady, ItemUpsert
@@ -46,30 +46,30 @@ def starting_model(settings: Settings) -> str:
     """The default method's starting model: what the first index version is embedded with."""
     if settings.base_model:
         return settings.base_model
-    from trainer.tiny_model import minilm_path
+    from trainer.base_model import minilm_path
 
     return str(minilm_path())
 
 
-@dataclass
 class IndexReadyPublisher:
-    producer: Producer
-    topic: str
+    """IndexReady events, each confirmed by the broker before ``publish`` returns."""
+
+    def __init__(self, producer: ConfirmedProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
 
     @classmethod
     def connect(cls, settings: Settings) -> IndexReadyPublisher:
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
+        producer = ConfirmedProducer(KafkaCluster.from_settings(settings), client_id="embedding-studio-indexer",
+                                     max_message_bytes=settings.max_record_bytes)
         return cls(producer, settings.topics().index_ready.name)
 
     def publish(self, event: IndexReady) -> None:
-        self.producer.produce(self.topic, key=event.index_name.encode(), value=event.model_dump_json().encode())
-        if self.producer.flush(30):
-            raise RuntimeError(f"IndexReady for v{event.version} not delivered within 30 s")
+        self.producer.send(self.topic, event.index_name, event.model_dump_json().encode(),
+                           what=f"IndexReady for v{event.version}")
 
     def close(self) -> None:
-        if self.producer is not None:
-            self.producer.flush(10)
-            self.producer = None  # released now, not whenever it is collected (maybe after the broker)
+        self.producer.close()
 
 
 class Indexer:
@@ -82,17 +82,14 @@ class Indexer:
         self.refresher = IndexRefresher(index, self.loader, settings.mlflow_tracking_uri, settings.index_batch_size,
                                         on_progress=self._progress)
         self.publisher = IndexReadyPublisher.connect(settings)
-        self._consumer_config = {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"{self.topics.prefix}.indexer",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+        self.consumer = CommittingConsumer(
+            KafkaCluster.from_settings(settings), f"{self.topics.prefix}.indexer",
+            [self.topics.model_ready.name, self.topics.item_upserts.name],
             # tansu holds a group join for about half the session timeout: the stream workers' short one.
-            "session.timeout.ms": int(settings.stream_session_timeout_s * 1000),
-            "heartbeat.interval.ms": int(settings.stream_heartbeat_interval_s * 1000),
-            **(consumer_config or {}),
-        }
+            session_timeout_s=settings.stream_session_timeout_s,
+            heartbeat_interval_s=settings.stream_heartbeat_interval_s,
+            extra_config={"max.poll.interval.ms": MAX_POLL_INTERVAL_MS, **(consumer_config or {})},
+        )
         self._stop = threading.Event()
         self._last_progress_log = 0.0
 
@@ -100,25 +97,15 @@ class Indexer:
 
     def run(self, stop: threading.Event | None = None, *, initial_build: bool = True) -> None:
         self._stop = stop or threading.Event()
-        consumer = Consumer(self._consumer_config)
-        consumer.subscribe([self.topics.model_ready.name, self.topics.item_upserts.name])
+        self.consumer.open()  # the group join goes on while the first version is built
         log.info("indexer consuming %s and %s; index %r on %s", self.topics.model_ready.name,
                  self.topics.item_upserts.name, self.settings.index_name, getattr(self.index, "uri", "?"))
         try:
             if initial_build:
                 self.build_initial()
-            while not self._stop.is_set():
-                message = consumer.poll(0.2)
-                if message is None:
-                    continue
-                if message.error():
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", message.error())
-                    continue
-                self.handle(message)
-                consumer.commit(message=message, asynchronous=False)
+            self.consumer.run(self.handle, self._stop)
         finally:
-            consumer.close()
+            self.consumer.close()
             self.close()
 
     def close(self) -> None:

@@ -9,8 +9,7 @@ the three agree. This module is the reference the producer and the tests check a
 
 from __future__ import annotations
 
-KAFKA_PARTITIONER = "murmur2_random"
-"""librdkafka's name for the Java-compatible partitioner (random only for null keys, which we never send)."""
+from messaging.config import KAFKA_PARTITIONER  # noqa: F401 - librdkafka's name for this rule, defined with the client configs
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995

@@ -29,8 +29,9 @@ from typing import Any, Self, TypeAlias
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from ingest.partitioner import KAFKA_PARTITIONER
 from pydantic import TypeAdapter, ValidationError
+
+from messaging.config import KAFKA_PARTITIONER, KafkaCluster, as_cluster
 
 from schemas.base import ContractError, describe_validation_error
 from schemas.clickstream import ClickstreamEvent as ClickstreamEventContract
@@ -119,7 +120,7 @@ class ClickstreamProducer:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | KafkaCluster,
         registry: TopicRegistry | None = None,
         *,
         config: Mapping[str, Any] | None = None,
@@ -137,11 +138,12 @@ class ClickstreamProducer:
         self.failed = 0
         self._producer: Producer | None = Producer(
             # The topics' max.message.bytes, so that what the client accepts the broker accepts too.
-            {"bootstrap.servers": bootstrap, **_DEFAULTS, "message.max.bytes": registry.max_message_bytes,
+            # A KafkaCluster (``KafkaCluster.from_settings``) brings the ES_KAFKA_* security settings too.
+            as_cluster(bootstrap).base({**_DEFAULTS, "message.max.bytes": registry.max_message_bytes,
              **(config or {}), **_PINNED, "error_cb": self._on_error,
              # Without a per-record callback only failures need a report: librdkafka then serves no
              # Python call per acknowledged record (``delivered`` is counted, not reported).
-             "delivery.report.only.error": on_delivery is None}
+             "delivery.report.only.error": on_delivery is None})
         )
 
     @property

@@ -39,7 +39,7 @@ STREAM_BATCHES_ANNOUNCED = CounterFamily("es_stream_batches_announced_total",
 STREAM_BATCH_FAILURES = CounterFamily("es_stream_batch_failures_total",
                                       "Sessionizer read batches that failed and were retried.")
 
-# Counter keys of the sessionizer and batcher (stream_processors.metrics.StreamMetrics) -> family,
+# Counter keys of the sessionizer and batcher (stream_processors.counters.StreamCounters) -> family,
 # label value. A key ending in ``_*`` is a prefix whose rest is the label value.
 STREAM_COUNTERS: dict[str, tuple[CounterFamily, str | None]] = {
     "events_in": (STREAM_EVENTS_IN, None),

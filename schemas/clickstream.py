@@ -1,7 +1,7 @@
 """Clickstream: what a search product sends. One raw topic carries all four kinds, told apart by
 ``type``; all events of one search session share its ``session_id`` (the Kafka key).
 
-Follows the seeds' API: a search session with the results shown, then interactions (clicks by
+Follows the reference EmbeddingStudio's API: a search session with the results shown, then interactions (clicks by
 default) on those results, an optional "nothing here was relevant" mark and an optional explicit end.
 """
 
@@ -89,12 +89,14 @@ class SessionEnd(Contract):
 ClickstreamEvent = Annotated[
     Union[SearchSession, Interaction, MarkIrrelevant, SessionEnd], Field(discriminator="type")
 ]
+"""Any clickstream event: the one union of the four types (discriminated by ``type`` when parsed),
+for type hints and ``TypeAdapter`` alike."""
 CLICKSTREAM_EVENT_TYPES = (SearchSession, Interaction, MarkIrrelevant, SessionEnd)
 
 _adapter: TypeAdapter[ClickstreamEvent] = TypeAdapter(ClickstreamEvent)
 
 
-def parse_clickstream_event(raw: bytes | str | dict) -> SearchSession | Interaction | MarkIrrelevant | SessionEnd:
+def parse_clickstream_event(raw: bytes | str | dict) -> ClickstreamEvent:
     """Parse one raw event, or raise ContractError whose reason names each bad field."""
     try:
         if isinstance(raw, dict):

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TopicRegistry
@@ -28,6 +28,24 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".es"), description="Working directory of the embedded runtime (store, MLflow, logs).")
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers. Unset: an embedded broker (tansu) is started on a free port."
+    )
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", description="librdkafka `security.protocol` of every client: PLAINTEXT, SSL, SASL_PLAINTEXT "
+        "or SASL_SSL (the Faust worker gets the same credentials).",
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, description="`sasl.mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) with a SASL protocol."
+    )
+    kafka_sasl_username: str | None = Field(None, description="`sasl.username` with a SASL protocol.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="`sasl.password` with a SASL protocol.")
+    kafka_ssl_ca_location: str | None = Field(
+        None, description="`ssl.ca.location`: CA certificate file that signs the brokers' certificates (SSL protocols)."
+    )
+    kafka_ssl_certificate_location: str | None = Field(
+        None, description="`ssl.certificate.location`: the clients' certificate, for brokers that ask for one."
+    )
+    kafka_ssl_key_location: str | None = Field(
+        None, description="`ssl.key.location`: the private key of that certificate."
     )
     store_url: str | None = Field(
         None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from schemas.base import Contract
 from schemas.batches import BatchClosed
+from schemas.clickstream import CLICKSTREAM_EVENT_TYPES
 from schemas.index import IndexReady, ItemUpsert
 from schemas.models import ModelReady
 from schemas.tasks import TaskStatus
@@ -40,7 +41,7 @@ class TopicRegistry:
     def clickstream(self) -> TopicSpec:
         return TopicSpec(
             self._name("clickstream.events"), "session_id", self.clickstream_partitions,
-            "SearchSession | Interaction | MarkIrrelevant | SessionEnd",
+            " | ".join(event.__name__ for event in CLICKSTREAM_EVENT_TYPES),
             "Raw clickstream from search products (the producer SDK writes here).",
         )
 
@@ -134,7 +135,6 @@ class TopicRegistry:
 def contract_types() -> list[type[Contract]]:
     """Every contract that crosses a topic or is stored, for schema export."""
     from schemas.batches import BatchClosed as _BatchClosed
-    from schemas.clickstream import CLICKSTREAM_EVENT_TYPES
     from schemas.dead_letters import DeadLetter
     from schemas.sessions import BatchRecord, StoredSession
     from schemas.tasks import TASK_COMMAND_TYPES

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from schemas.base import utc_now
 from schemas.sessions import BatchCloseReason, BatchRecord, BatchStatus, ClosedSession
-from stream_processors.records import EncodedSession
+from stream_processors.batcher_records import EncodedSession
 from session_store.base import BatchNotFound, BatchNotOpen, ReleaseConflict, SessionStore
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from prometheus_client import REGISTRY
 
+from messaging import KafkaCluster
 from observability.exposition import MetricsServer, start_metrics_server
 from observability.search_quality import QualityTracker, render_chart
 from observability.stream import StreamCollector, Throttled, forget_children
@@ -79,8 +80,7 @@ class WorkerProbes:
         topic = self.settings.topics().clickstream
         if self._consumer is None:
             # Never subscribes: it reads the group's committed offsets without joining it.
-            self._consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": self.group,
-                                       "enable.auto.commit": False})
+            self._consumer = Consumer(KafkaCluster.from_settings(self.settings).consumer(self.group))
         committed = self._consumer.committed([TopicPartition(topic.name, p) for p in range(topic.partitions)],
                                              timeout=5)
         lag = {}
@@ -116,16 +116,14 @@ class QualityMonitor:
             log.exception("the search-quality monitor stopped")
 
     def run(self) -> None:
-        from stream_processors.records import SessionsClosed, parse_batcher_input
+        from stream_processors.batcher_records import SessionsClosed, parse_batcher_input
 
         topics = self.settings.topics()
-        consumer = Consumer({
-            "bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"{topics.prefix}.search-quality",
-            "auto.offset.reset": "earliest", "enable.auto.commit": True,
-            "session.timeout.ms": int(self.settings.stream_session_timeout_s * 1000),
-            "heartbeat.interval.ms": int(self.settings.stream_heartbeat_interval_s * 1000),
-            "fetch.max.bytes": 64 << 20,
-        })
+        # Auto-commit: a figure counted twice after a restart is a monitoring blip, not lost data.
+        consumer = Consumer(KafkaCluster.from_settings(self.settings).consumer(
+            f"{topics.prefix}.search-quality", session_timeout_s=self.settings.stream_session_timeout_s,
+            heartbeat_interval_s=self.settings.stream_heartbeat_interval_s,
+            extra={"enable.auto.commit": True, "fetch.max.bytes": 64 << 20}))
         consumer.subscribe([topics.sessions.name])
         log.info("search-quality monitor reading %s; chart at %s", topics.sessions.name, self.chart_path)
         changed, next_chart = False, time.monotonic() + self.settings.quality_chart_interval_s

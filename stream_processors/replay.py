@@ -50,27 +50,33 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-
-from schemas.base import utc_now
-from schemas.sessions import BatchRecord, BatchStatus, ClosedSession, OpenSession
+from messaging import BrokerUnavailable, KafkaCluster, ReadError, TopicMissing, TopicReader
+from schemas.sessions import BatchRecord, ClosedSession, OpenSession
 from session_store.base import SessionStore
 from stream_processors.raw_events import check_raw_event
+from stream_processors.replay_batches import (
+    REPLAY_BATCH_PREFIX,
+    complete_parts,
+    part_batch_id,
+    parts,
+    read_at,
+    spool_sessions,
+    write_batch,
+)
+
+__all__ = ["REPLAY_BATCH_PREFIX", "RangeReader", "RangeSessionizer", "ReplayError", "ReplayRange", "ReplayResult",
+           "ReplayStats", "original_session_id", "part_batch_id", "replay_range", "replay_session_id", "write_batch"]
 from stream_processors.sessionizer import Arrival, Outcome, SessionRules, apply_events, close_idle
 
 log = logging.getLogger(__name__)
 
-REPLAY_BATCH_PREFIX = "replay-"
 _MAX_ID = 256  # schemas.base.Identifier
-_WRITE_CHUNK = 1000
 
 
 class ReplayError(RuntimeError):
@@ -106,11 +112,6 @@ class ReplayRange:
             rules.max_duration.total_seconds(), max_event_bytes, max_sessions,
         ])
         return REPLAY_BATCH_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:20]
-
-
-def part_batch_id(range_id: str, part: int) -> str:
-    """The batch of the ``part``-th (from 1) ``max_sessions`` sessions of a replayed range."""
-    return f"{range_id}-p{part}"
 
 
 def replay_session_id(session_id: str, batch_id: str) -> str:
@@ -233,31 +234,32 @@ class RangeSessionizer:
 
 # --- reading the range from Kafka ------------------------------------------------------------------
 class RangeReader:
-    """Reads one ``ReplayRange`` of a topic with assigned partitions (no consumer group)."""
+    """Reads one ``ReplayRange`` of a topic with ``messaging.TopicReader`` (assigned partitions, no
+    consumer group): each partition from its first record stamped at or after the start, until its
+    first record stamped at or after the end or its end of partition."""
 
-    def __init__(self, bootstrap: str, replay_range: ReplayRange, *, chunk: int = 20_000,
+    def __init__(self, bootstrap: KafkaCluster | str, replay_range: ReplayRange, *, chunk: int = 20_000,
                  timeout_s: float = 600.0, consumer_config: dict[str, Any] | None = None) -> None:
         self.range = replay_range
         self.chunk = chunk
         self.timeout_s = timeout_s
-        self._config = {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"es-replay-{uuid.uuid4().hex[:12]}",  # never joined: assign() needs a group id
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",  # a start offset gone to retention: the oldest kept
-            "fetch.max.bytes": 64 << 20,
-            **(consumer_config or {}),
-        }
-        self._consumer: Consumer | None = None
+        self._cluster = bootstrap
+        self._config = {"fetch.max.bytes": 64 << 20, **(consumer_config or {})}
+        self._reader: TopicReader | None = None
         self.starts: dict[int, int] = {}
         self.partitions: list[int] = []
         self.estimate: int | None = None  # records to scan, from the broker's end offsets: a hint only
 
     def __enter__(self) -> "RangeReader":
-        self._consumer = Consumer(self._config)
         try:
+            self._reader = TopicReader(self._cluster, self.range.topic, starts={}, extra_config=self._config)
             self._plan()
+        except TopicMissing as error:
+            self.close()
+            raise ReplayError(f"topic {self.range.topic} does not exist") from error
+        except (BrokerUnavailable, ReadError) as error:
+            self.close()
+            raise ReplayError(str(error)) from error
         except BaseException:
             self.close()
             raise
@@ -267,88 +269,45 @@ class RangeReader:
         self.close()
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _plan(self) -> None:
-        assert self._consumer is not None
-        topic = self.range.topic
-        try:
-            metadata = self._consumer.list_topics(topic, timeout=15)
-        except KafkaException as error:
-            raise ReplayError(f"no answer from the broker: {error.args[0].str()}") from error
-        described = metadata.topics.get(topic)
-        if described is None or described.error is not None or not described.partitions:
-            raise ReplayError(f"topic {topic} does not exist")
-        self.partitions = sorted(described.partitions)
-        try:
-            found = self._consumer.offsets_for_times(
-                [TopicPartition(topic, p, self.range.start_ms) for p in self.partitions], timeout=30)
-        except KafkaException as error:
-            raise ReplayError(f"looking up offsets by time on {topic}: {error.args[0].str()}") from error
-        estimate = 0
-        for tp in found:
-            if tp.error is not None:
-                raise ReplayError(f"looking up offsets by time on {topic}[{tp.partition}]: {tp.error.str()}")
-            if tp.offset < 0:
-                continue  # nothing stamped at or after the start: nothing of the range here
-            self.starts[tp.partition] = tp.offset
-            try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-                estimate += max(0, high - tp.offset)
-            except KafkaException:
-                pass
-        self.estimate = estimate
+        assert self._reader is not None
+        self.partitions = self._reader.partitions
+        self.starts = self._reader.offsets_for_time(self.range.start_ms)
+        self._reader.seek(self.starts)
+        ends = self._reader.end_offsets()
+        self.estimate = sum(max(0, ends[p] - offset) for p, offset in self.starts.items() if p in ends)
 
     def chunks(self, on_scanned: Callable[[int], None] | None = None) -> Iterator[list[RawRecord]]:
         """Records of the range, a chunk at a time, each partition in offset order."""
-        assert self._consumer is not None, "use the reader as a context manager"
-        consumer, topic = self._consumer, self.range.topic
+        reader = self._reader
+        assert reader is not None, "use the reader as a context manager"
         start_ms, end_ms = self.range.start_ms, self.range.end_ms
-        active = set(self.starts)
-        if not active:
-            return
-        consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(self.starts.items())])
-        deadline = time.monotonic() + self.timeout_s
-
-        def done(partition: int) -> None:
-            active.discard(partition)
-            consumer.pause([TopicPartition(topic, partition)])
-
-        while active:
-            if time.monotonic() > deadline:
-                raise ReplayError(f"reading {topic} took more than {self.timeout_s:.0f} s; partitions not "
-                                  f"finished: {sorted(active)}")
-            messages: list[Message] = consumer.consume(self.chunk, timeout=0.5)
-            records: list[RawRecord] = []
-            scanned = 0
-            for message in messages:
-                partition = message.partition()
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        if partition in active:
-                            done(partition)
+        try:
+            for messages in reader.until_caught_up(self.timeout_s, self.chunk):
+                records: list[RawRecord] = []
+                scanned = 0
+                for message in messages:
+                    partition = message.partition()
+                    if not reader.is_reading(partition):
+                        continue  # fetched before the partition was finished
+                    scanned += 1
+                    kind, stamp = message.timestamp()
+                    if kind != 0 and stamp >= end_ms:  # 0: TIMESTAMP_NOT_AVAILABLE, kept
+                        reader.finish(partition)
                         continue
-                    if error.fatal():
-                        raise ReplayError(f"reading {topic}: {error.str()}")
-                    log.warning("reading %s: %s", topic, error.str())
-                    continue
-                if partition not in active:
-                    continue  # fetched before the partition was paused
-                scanned += 1
-                kind, stamp = message.timestamp()
-                if kind != 0 and stamp >= end_ms:  # 0: TIMESTAMP_NOT_AVAILABLE, kept
-                    done(partition)
-                    continue
-                if kind != 0 and stamp < start_ms:
-                    continue
-                records.append((partition, message.offset(), message.key(), message.value()))
-            if on_scanned is not None and scanned:
-                on_scanned(scanned)
-            if records:
-                yield records
+                    if kind != 0 and stamp < start_ms:
+                        continue
+                    records.append((partition, message.offset(), message.key(), message.value()))
+                if on_scanned is not None and scanned:
+                    on_scanned(scanned)
+                if records:
+                    yield records
+        except ReadError as error:
+            raise ReplayError(str(error)) from error
 
 
 # --- the whole replay ------------------------------------------------------------------------------
@@ -363,7 +322,7 @@ class ReplayResult:
 
 def replay_range(
     *,
-    bootstrap: str,
+    bootstrap: KafkaCluster | str,
     replay_range: ReplayRange,
     store: SessionStore,
     rules: SessionRules,
@@ -381,7 +340,7 @@ def replay_range(
         raise ValueError("max_sessions must be at least 1")
     range_id = replay_range.range_id(rules, max_event_bytes, max_sessions)
     stats = ReplayStats()
-    done = _complete_parts(store, range_id)
+    done = complete_parts(store, range_id)
     if done:
         return ReplayResult(range_id, done, stats, reused=True)
     sessionizer = RangeSessionizer(rules, max_event_bytes, range_id, replay_range.end, stats)
@@ -398,96 +357,16 @@ def replay_range(
                     on_scanned(count)
 
             for records in reader.chunks(scanned):
-                _spool(spool, sessionizer.feed(records))
-        _spool(spool, sessionizer.finish())
+                spool_sessions(spool, sessionizer.feed(records))
+        spool_sessions(spool, sessionizer.finish())
         if stats.sessions == 0:
             return ReplayResult(range_id, [], stats)
-        parts = _parts(spool, max_sessions)
+        cut = parts(spool, max_sessions)
         batches: list[BatchRecord] = []
         added = 0
-        for number in range(len(parts), 0, -1):  # last to first: part 1 closed means all are
+        for number in range(len(cut), 0, -1):  # last to first: part 1 closed means all are
             record, written = write_batch(store, part_batch_id(range_id, number), replay_range.start,
-                                          _read_at(spool, parts[number - 1]))
+                                          read_at(spool, cut[number - 1]))
             batches.insert(0, record)
             added += written
     return ReplayResult(range_id, batches, stats, added=added)
-
-
-def _complete_parts(store: SessionStore, range_id: str) -> list[BatchRecord]:
-    """Every part of an earlier replay of the range, if it completed (its part 1 is closed); else []."""
-    first = store.get_batch(part_batch_id(range_id, 1))
-    if first is None or first.status is not BatchStatus.closed:
-        return []
-    parts = [first]
-    while (record := store.get_batch(part_batch_id(range_id, len(parts) + 1))) is not None:
-        parts.append(record)
-    return parts
-
-
-def _parts(spool: IO[bytes], max_sessions: int) -> list[list[int]]:
-    """Spool positions of the sessions, ordered by (created_at, session id), cut every ``max_sessions``."""
-    spool.seek(0)
-    keys: list[tuple[str, str, int]] = []
-    position = 0
-    for line in spool:
-        if line.strip():
-            session = json.loads(line)
-            keys.append((_sort_time(session["created_at"]), session["session_id"], position))
-        position += len(line)
-    keys.sort()
-    positions = [p for *_, p in keys]
-    return [positions[i:i + max_sessions] for i in range(0, len(positions), max_sessions)]
-
-
-def _sort_time(created_at: str) -> str:
-    return datetime.fromisoformat(created_at.replace("Z", "+00:00")).astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _read_at(spool: IO[bytes], positions: Sequence[int]) -> Iterator[ClosedSession]:
-    for position in positions:
-        spool.seek(position)
-        yield ClosedSession.model_validate_json(spool.readline())
-
-
-def write_batch(store: SessionStore, batch_id: str, opened_at: datetime,
-                sessions: Iterable[ClosedSession]) -> tuple[BatchRecord, int]:
-    """Open the batch (or find it), store the sessions, close it with reason ``replay``."""
-    live = store.get_open_batch()
-    if live is not None and live.batch_id.startswith(REPLAY_BATCH_PREFIX):
-        live = None  # a replay cut short, not the batcher's
-    record = store.open_batch(batch_id, opened_at)
-    if record.status is BatchStatus.closed:
-        return record, 0
-    added = 0
-    try:
-        for chunk in _chunks(sessions, _WRITE_CHUNK):
-            added += store.put_sessions(batch_id, chunk)
-        record = store.close_batch(batch_id, utc_now(), "replay")
-    finally:
-        _keep_current(store, live)
-    return record, added
-
-
-def _keep_current(store: SessionStore, live: BatchRecord | None) -> None:
-    """Opening a batch may make it the store's "open batch", the one a restarting batcher resumes
-    (Cassandra keeps a pointer to the batch opened last): point the store back at the batcher's."""
-    if live is not None and store.get_open_batch() is None:
-        store.open_batch(live.batch_id, live.opened_at)  # idempotent; re-points at it while it is open
-
-
-def _spool(spool: IO[bytes], sessions: Sequence[ClosedSession]) -> None:
-    # The order here is the read's; ``_parts`` puts the sessions in an order of their own.
-    to_json = ClosedSession.__pydantic_serializer__.to_json
-    for session in sorted(sessions, key=lambda s: (s.created_at, s.session_id)):
-        spool.write(to_json(session) + b"\n")
-
-
-def _chunks(items: Iterable[ClosedSession], size: int) -> Iterator[list[ClosedSession]]:
-    chunk: list[ClosedSession] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -34,10 +34,9 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
-from schemas.clickstream import Interaction, MarkIrrelevant, SearchSession, SessionEnd
+from schemas.clickstream import ClickstreamEvent, Interaction, MarkIrrelevant, SearchSession, SessionEnd
 from schemas.sessions import ClosedSession, OpenSession, SessionCloseReason, SessionEvent
 
-ClickstreamEvent = SearchSession | Interaction | MarkIrrelevant | SessionEnd
 Ref = TypeVar("Ref")
 M = TypeVar("M", bound=BaseModel)
 

@@ -27,6 +27,9 @@ Idle close: between batches, every ``idle_scan_s``, the loop asks the store for 
 the partitions it is assigned whose last event was seen more than the gap ago, and closes them the
 same way — but only while it keeps up with its input (see ``run``). Only this loop changes the states of those partitions (they are its assignment), and it
 does one thing at a time, so the idle scan never races a batch.
+
+Why one module of some 450 lines: the six steps share one batch's state, one producer's delivery
+errors and one consumer's assignment; split apart, each would reach into the others' internals.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ingest.partitioner import KAFKA_PARTITIONER, partition_for
+from ingest.partitioner import partition_for
+from messaging.config import KAFKA_PARTITIONER, KafkaCluster, as_cluster
 from schemas.base import utc_now
 from schemas.faults import crash_point
 from schemas.sessions import ClosedSession, OpenSession
@@ -50,9 +54,9 @@ from session_store.base import SessionStore
 from schemas.dead_letters import dead_letter_headers
 from stream_processors.gc_pause import gc_paused
 from observability.dead_letters import reason_kind
-from stream_processors.metrics import StreamMetrics
+from stream_processors.counters import StreamCounters
 from stream_processors.raw_events import check_raw_event
-from stream_processors.records import BATCHER_KEY, encode_sessions
+from stream_processors.batcher_records import BATCHER_KEY, encode_sessions
 from stream_processors.sessionizer import Arrival, Outcome, SessionRules, apply_events, close_idle
 
 log = logging.getLogger(__name__)
@@ -73,7 +77,7 @@ class SessionizerLoop:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: KafkaCluster | str,
         topics: TopicRegistry,
         store: SessionStore,
         rules: SessionRules,
@@ -87,7 +91,7 @@ class SessionizerLoop:
         tombstone_ttl_s: float = 7 * 24 * 3600.0,
         session_timeout_s: float = 10.0,
         heartbeat_interval_s: float = 3.0,
-        metrics: StreamMetrics | None = None,
+        metrics: StreamCounters | None = None,
         consumer_config: dict[str, Any] | None = None,
     ) -> None:
         self.topics = topics
@@ -102,29 +106,20 @@ class SessionizerLoop:
         # A quarter of the gap: a quiet session closes between 1 and 1.25 gaps after its last event.
         self.idle_scan_s = idle_scan_s if idle_scan_s is not None else min(max(gap_s / 4, 0.1), 30.0)
         self.tombstone_ttl = timedelta(seconds=tombstone_ttl_s)
-        self.metrics = metrics or StreamMetrics()
+        self.metrics = metrics or StreamCounters()
         self.counters = self.metrics.sessionizer
         self.assigned: set[int] = set()
         self.stopping = threading.Event()
         self._delivery_errors: list[str] = []
-        self._consumer_config = {
-            "bootstrap.servers": bootstrap,
-            "group.id": group_id,
-            "enable.auto.commit": False,  # offsets are committed only after a batch is fully handled
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": int(session_timeout_s * 1000),
-            "heartbeat.interval.ms": int(heartbeat_interval_s * 1000),
-            "fetch.max.bytes": 64 << 20,
-            **(consumer_config or {}),
-        }
-        self._producer_config = {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            # The topics' max.message.bytes: nothing this loop produces may be refused by the broker.
-            "message.max.bytes": max_record_bytes or topics.max_message_bytes,
-        }
+        cluster = as_cluster(bootstrap)
+        self._consumer_config = cluster.consumer(
+            group_id, session_timeout_s=session_timeout_s, heartbeat_interval_s=heartbeat_interval_s,
+            # offsets are committed only after a batch is fully handled (the consumer never auto-commits)
+            extra={"fetch.max.bytes": 64 << 20, **(consumer_config or {})},
+        )
+        # The topics' max.message.bytes: nothing this loop produces may be refused by the broker.
+        self._producer_config = cluster.producer(max_message_bytes=max_record_bytes or topics.max_message_bytes,
+                                                 client_id="embedding-studio-sessionizer")
         # Every value this loop produces is at most this (sessions records, dead letters, late
         # events): a bigger one is split, trimmed with a marker or dead-lettered, never produced.
         self._max_value_bytes = self._producer_config["message.max.bytes"] - _RECORD_OVERHEAD

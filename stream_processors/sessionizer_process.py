@@ -23,11 +23,12 @@ import time
 
 from observability.logs import configure_logging
 from observability.stream import CounterFile
+from messaging import KafkaCluster
 from schemas.settings import Settings
 from schemas.topics import TopicRegistry
 from session_store.base import SessionStore
 from session_store.factory import open_store
-from stream_processors.metrics import StreamMetrics
+from stream_processors.counters import StreamCounters
 from stream_processors.sessionizer import SessionRules
 from stream_processors.sessionizer_loop import SessionizerLoop
 
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def build_sessionizer(
-    settings: Settings, store: SessionStore, bootstrap: str, group_id: str, metrics: StreamMetrics | None = None
+    settings: Settings, store: SessionStore, bootstrap: KafkaCluster | str, group_id: str,
+    metrics: StreamCounters | None = None,
 ) -> SessionizerLoop:
     topics: TopicRegistry = settings.topics()
     return SessionizerLoop(
@@ -49,11 +51,11 @@ def build_sessionizer(
     )
 
 
-def run_child(settings: Settings, bootstrap: str, group_id: str, number: int, log_level: str) -> None:
+def run_child(settings: Settings, bootstrap: KafkaCluster | str, group_id: str, number: int, log_level: str) -> None:
     """Body of a sessionizer child process (a multiprocessing target)."""
     _die_with_parent()
     configure_logging(settings.model_copy(update={"log_level": log_level}), f"sessionizer-{number}")
-    metrics = StreamMetrics()
+    metrics = StreamCounters()
     store = open_store(settings.resolved_store_url())
     loop = build_sessionizer(settings, store, bootstrap, group_id, metrics)
     for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C reaches the whole process group
@@ -70,7 +72,7 @@ def run_child(settings: Settings, bootstrap: str, group_id: str, number: int, lo
         store.close()
 
 
-def _report(loop: SessionizerLoop, metrics: StreamMetrics, interval_s: float = 30.0) -> None:
+def _report(loop: SessionizerLoop, metrics: StreamCounters, interval_s: float = 30.0) -> None:
     while not loop.stopping.wait(interval_s):
         metrics.log()
 

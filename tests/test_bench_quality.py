@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import quality
-from trainer.tiny_model import build_tiny_model
+from simulation.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from embedding_studio.cli import main
-from trainer.tiny_model import build_tiny_model
+from simulation.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
 

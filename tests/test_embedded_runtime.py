@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from embedding_studio.embedded.broker import BrokerStartError, TansuBroker
 from embedding_studio.embedded.runtime import EmbeddedRuntime
-from embedding_studio.kafka_topics import TopicMismatchError, ensure_topics
+from messaging.topics import TopicMismatchError, ensure_topics
 from schemas.settings import Settings
 from schemas.topics import TopicRegistry
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from embedding_studio.cli import main
-from ingest.emulator import emulate
+from simulation.emulator import emulate
 from schemas.topics import TopicRegistry
 from tests.fixtures.broker import consume, consume_all
 

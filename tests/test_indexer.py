@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from confluent_kafka import Producer
 
-from embedding_studio.kafka_topics import ensure_topics
+from messaging.topics import ensure_topics
 from index.indexer import Indexer
 from index.milvus_index import MilvusIndex
 from index.search import SearchService
@@ -28,7 +28,7 @@ from schemas.settings import Settings
 from tests.fixtures.trainer import Feed
 from trainer.loaders.base import ItemLoader
 from trainer.loaders.local import JsonlCatalogLoader
-from trainer.tiny_model import build_tiny_model
+from simulation.tiny_model import build_tiny_model
 
 WORDS = "apple banana cherry tiger lion zebra river mountain forest rain jacket boot tent stove lamp".split()
 

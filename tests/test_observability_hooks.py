@@ -9,7 +9,7 @@ import uuid
 from prometheus_client import REGISTRY
 
 from embedding_studio.cli import main
-from embedding_studio.kafka_topics import ensure_topics
+from messaging.topics import ensure_topics
 from index.indexer import Indexer
 from index.milvus_index import MilvusIndex
 from observability.exposition import start_metrics_server

@@ -76,7 +76,7 @@ def test_the_wheel_holds_the_default_method_and_not_the_repository(installed_whe
 @pytest.fixture(scope="module")
 def six_layer_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The default method's parameter grid freezes up to 4 layers, as MiniLM's 6 allow.
-    from trainer.tiny_model import build_tiny_model
+    from simulation.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("six") / "model", layers=6)
 

@@ -12,7 +12,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from embedding_studio.kafka_topics import ensure_topics
+from messaging.topics import ensure_topics
 from ingest.partitioner import murmur2, partition_for
 from ingest.producer import ClickstreamProducer, DeliveryReport
 from schemas.clickstream import SessionEnd

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from embedding_studio.embedded.broker import TansuBroker
-from embedding_studio.kafka_topics import ensure_topics
-from ingest.emulator import emulate, emulate_sessions
+from messaging.topics import ensure_topics
+from simulation.emulator import emulate, emulate_sessions
 from ingest.partitioner import partition_for
 from ingest.producer import ClickstreamProducer, DeliveryError, DeliveryReport
 from schemas.base import ContractError

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from embedding_studio.cli import main
-from ingest.emulator import emulate_sessions
+from simulation.emulator import emulate_sessions
 from ingest.producer import ClickstreamProducer
 from schemas.batches import BatchClosed
 from schemas.clickstream import Interaction, SearchSession, SessionEnd

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embedding_studio.embedded.system import EmbeddedSystem
-from embedding_studio.kafka_topics import ensure_topics
+from messaging.topics import ensure_topics
 from index.indexer import Indexer
 from index.milvus_index import MilvusIndex
 from ingest.producer import ClickstreamProducer

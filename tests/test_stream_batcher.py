@@ -10,7 +10,7 @@ from schemas.sessions import BatchStatus
 from session_store import StaleBatcher
 from session_store.sqlite_store import SqliteSessionStore
 from stream_processors.batcher import Batcher
-from stream_processors.records import (
+from stream_processors.batcher_records import (
     AgeCheck,
     ReleaseRequested,
     SessionsClosed,

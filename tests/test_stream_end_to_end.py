@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import pytest
 
-from ingest.emulator import emulate_sessions
+from simulation.emulator import emulate_sessions
 from ingest.producer import ClickstreamProducer
 from schemas.base import utc_now
 from schemas.batches import BatchClosed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from embedding_studio.kafka_topics import ensure_topics
+from messaging.topics import ensure_topics
 from schemas.base import utc_now
 from schemas.batches import BatchClosed
 from schemas.models import ModelReady

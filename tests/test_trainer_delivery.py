@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from embedding_studio.embedded.broker import TansuBroker
-from embedding_studio.kafka_topics import ensure_topics
+from messaging.topics import ensure_topics
 from schemas.tasks import CreateTask, TaskProgress, TaskState, TaskStatus
 from schemas.topics import TopicRegistry
 from schemas.dead_letters import read_dead_letter

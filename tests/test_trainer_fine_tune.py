@@ -12,7 +12,7 @@ from trainer.evaluation import CatalogEvaluator
 from trainer.examples import held_out_queries
 from trainer.fine_tune import FineTuneCanceled, NotEnoughData, TrainingSettings, fine_tune, split_for
 from trainer.params import FineTuningParams
-from trainer.tiny_model import build_tiny_model
+from simulation.tiny_model import build_tiny_model
 from trainer.towers import EmbeddingTowers
 
 TOPICS = "apple river mountain guitar window doctor garden pencil camera island engine forest silver rabbit ocean castle tiger market violin bridge".split()

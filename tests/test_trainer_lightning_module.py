@@ -11,7 +11,7 @@ from trainer.examples import build_examples
 from trainer.lightning_module import FineTuningModule
 from trainer.losses import LOSSES, LossBatch, RankingLoss, build_losses
 from trainer.params import FineTuningParams
-from trainer.tiny_model import build_tiny_model
+from simulation.tiny_model import build_tiny_model
 from trainer.towers import EmbeddingTowers
 from trainer.triples import build_triples, relevant_by_query
 

@@ -1,4 +1,4 @@
-"""Losses: values on hand-computed cases, gradients, and the behaviours the seeds lost."""
+"""Losses: values on hand-computed cases, gradients, and the behaviours the reference EmbeddingStudio lost."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_the_cosine_variant_uses_its_sharp_sigmoid():
 
 
 def test_the_sharp_sigmoid_saturates_on_badly_ordered_pairs():
-    # A property of the seeds' intended loss worth knowing: past ~0.03 of violation it is flat, so a
+    # A property of the reference EmbeddingStudio's intended loss worth knowing: past ~0.03 of violation it is flat, so a
     # badly wrong pair gives no gradient; the plain sigmoid still does.
     positive = torch.tensor([0.1], requires_grad=True)
     CosineProbMarginRankingLoss(margin=0.05).pair_loss(positive, torch.tensor([0.9])).backward()

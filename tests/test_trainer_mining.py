@@ -7,7 +7,7 @@ import pytest
 from tests.test_trainer_fine_tune import PARAMS, synthetic_clickstream
 from trainer.fine_tune import TrainingSettings, fine_tune
 from trainer.mining import mine_negatives
-from trainer.tiny_model import build_tiny_model
+from simulation.tiny_model import build_tiny_model
 from trainer.towers import EmbeddingTowers
 from trainer.triples import Triple
 

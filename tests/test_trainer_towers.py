@@ -6,7 +6,7 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from trainer.tiny_model import build_tiny_model
+from simulation.tiny_model import build_tiny_model
 from trainer.towers import EmbeddingTowers
 
 VOCAB, HIDDEN, POSITIONS, INTERMEDIATE = 30522, 64, 128, 128

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from bench.bm25 import BM25
-from ingest.click_model import PositionBiasedClickModel
+from simulation.click_model import PositionBiasedClickModel
 from ingest.producer import validate_event
-from ingest.shop_catalog import load_shop
-from ingest.user_simulator import SimQuery, clicked_pairs, simulate_sessions, summarise
+from simulation.shop_catalog import load_shop
+from simulation.user_simulator import SimQuery, clicked_pairs, simulate_sessions, summarise
 from schemas.clickstream import Interaction, MarkIrrelevant, SearchSession, SessionEnd
 from trainer.retrieval_eval import CorpusIndex, score_rankings
 

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from messaging import KafkaCluster
 from schemas.settings import Settings
 from session_store import open_store
 from session_store.base import SessionStore
@@ -60,14 +61,11 @@ def build_trainer(
     trainer_dir.mkdir(parents=True, exist_ok=True)
     tasks = TaskStore(trainer_dir / "tasks.sqlite")
     sessions = open_store(settings.resolved_store_url())
-    publisher = TaskEventPublisher(bootstrap, settings.topics())
+    cluster = KafkaCluster.from_settings(settings, bootstrap)
+    publisher = TaskEventPublisher(cluster, settings.topics())
     runner = IterationRunner(
         settings, sessions, ExperimentTracker(tracking_uri), publisher.model_ready, trainer_dir / "work",
         training_overrides=training_overrides,
     )
-    # tansu holds a group join for about half the session timeout: the stream worker's short one suits.
-    group = {"session.timeout.ms": int(settings.stream_session_timeout_s * 1000),
-             "heartbeat.interval.ms": int(settings.stream_heartbeat_interval_s * 1000)}
-    service = TaskService(settings, bootstrap, tasks, sessions, publisher, runner, consumer_config=group,
-                          release_timeout_s=release_timeout_s)
+    service = TaskService(settings, cluster, tasks, sessions, publisher, runner, release_timeout_s=release_timeout_s)
     return Trainer(service, tasks, sessions, publisher)

@@ -44,7 +44,7 @@ from trainer.params import FineTuningParams, suggest_params, validate_space
 from trainer.plugin_loader import UnknownMethod, discover_plugins
 from trainer.propensity import Propensity, estimate_propensity
 from trainer.plugins import FineTuningBuilder, FineTuningMethod, PluginContext
-from trainer.service import TaskCanceled, TaskControl, TaskFailed, TaskResult
+from trainer.task_control import TaskCanceled, TaskControl, TaskFailed, TaskResult
 from trainer.task_store import Task
 from trainer.tracking import TAG_BATCH, TAG_METHOD, TAG_TASK, ExperimentTracker, RunRef, iteration_experiment_name
 

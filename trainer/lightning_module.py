@@ -2,7 +2,7 @@
 
 Manual optimisation because a separate items tower has its own optimizer (its own learning rate and
 weight decay). With manual optimisation Lightning steps neither optimizers nor schedulers, so both
-are stepped here, every training step (the seeds never stepped their schedulers).
+are stepped here, every training step (the reference EmbeddingStudio never stepped their schedulers).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Retrieval metrics rerank each session's shown results by the model's cosine to t
 clicked results as the relevant ones, and average over sessions that have any (a session marked
 irrelevant, or one without clicks, has no right answer to rank). Ties keep the engine's order.
 
-DistanceShift is the seeds' measure, relative to the starting model: how much closer the clicked
+DistanceShift is the reference EmbeddingStudio's measure, relative to the starting model: how much closer the clicked
 results of relevant sessions came to their query, and how much farther the shown results of sessions
 marked irrelevant went. It says nothing about the rest of the ranking, hence the retrieval metrics.
 """

@@ -1,6 +1,6 @@
 """One point of the hyperparameter space: what a single fine-tuning run is trained with.
 
-The seeds' fields are kept, with two fixes: validators coerce strings (MLflow stores every param as
+The reference EmbeddingStudio's fields are kept, with two fixes: validators coerce strings (MLflow stores every param as
 a string, and a rerun of the best parameters must rebuild them from there), and ``id`` hashes a
 canonical JSON of the values so that equal parameters always get the same run name.
 """
@@ -19,31 +19,29 @@ if TYPE_CHECKING:
 
 
 class ExamplesType(IntEnum):
-    """Which training pairs an epoch uses, by difficulty under the current model.
+    """Which training pairs an epoch uses, by difficulty under the current model (see ``trainer.curriculum``).
 
-    The numbers are the seeds' so that existing plugin grids (``examples_order: [[11]]``) still read.
-    Only the ``*_all`` family and ``all_examples`` are implemented (see ``trainer.curriculum``).
+    The numbers are the reference EmbeddingStudio's so that existing plugin grids (``examples_order: [[11]]``) still read.
     """
 
     medium_all = 1
     hard_all = 2
     soft_all = 3
-    medium_positive = 4
-    hard_positive = 5
-    soft_positive = 6
-    medium_negative = 7
-    hard_negative = 8
-    soft_negative = 9
-    negative_only = 10
     all_examples = 11
 
 
-SUPPORTED_EXAMPLES_TYPES = frozenset(
-    {ExamplesType.all_examples, ExamplesType.soft_all, ExamplesType.medium_all, ExamplesType.hard_all}
-)
+SUPPORTED_EXAMPLES_TYPES = frozenset(ExamplesType)
+
+# The reference EmbeddingStudio's other numbers, never implemented there or here: known only so that a
+# grid written for it is refused as "not implemented" rather than as a typo.
+_REFERENCE_ONLY_EXAMPLES_TYPES = {
+    4: "medium_positive", 5: "hard_positive", 6: "soft_positive", 7: "medium_negative", 8: "hard_negative",
+    9: "soft_negative", 10: "negative_only",
+}
+
 
 SearchSpace = dict[str, list[Any]]
-"""A plugin's grid: each field name maps to the values a search may pick (the seeds' INITIAL_PARAMS)."""
+"""A plugin's grid: each field name maps to the values a search may pick (the reference EmbeddingStudio's INITIAL_PARAMS)."""
 
 
 class FineTuningParams(BaseModel):
@@ -96,11 +94,7 @@ class FineTuningParams(BaseModel):
             value = [part for part in str(value).split(",") if part.strip()] if isinstance(value, str) else [value]
         result = []
         for item in value:
-            kind = _examples_type(item)
-            if kind not in SUPPORTED_EXAMPLES_TYPES:
-                supported = ", ".join(sorted(k.name for k in SUPPORTED_EXAMPLES_TYPES))
-                raise ValueError(f"examples type {kind.name!r} is not implemented; supported: {supported}")
-            result.append(kind)
+            result.append(_examples_type(item))
         return tuple(result)
 
     @model_validator(mode="after")
@@ -143,13 +137,17 @@ def _examples_type(item: Any) -> ExamplesType:
     if isinstance(item, ExamplesType):
         return item
     text = str(item).strip()
+    name = text
     if text.lstrip("-").isdigit():
         try:
             return ExamplesType(int(text))
         except ValueError:
-            pass
+            name = _REFERENCE_ONLY_EXAMPLES_TYPES.get(int(text), text)
     elif text in ExamplesType.__members__:
         return ExamplesType[text]
+    if name in _REFERENCE_ONLY_EXAMPLES_TYPES.values():
+        supported = ", ".join(sorted(k.name for k in SUPPORTED_EXAMPLES_TYPES))
+        raise ValueError(f"examples type {name!r} is not implemented; supported: {supported}")
     known = ", ".join(f"{k.name} ({k.value})" for k in ExamplesType)
     raise ValueError(f"unknown examples type {item!r}; known: {known}")
 

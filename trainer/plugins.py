@@ -1,4 +1,4 @@
-"""What a fine-tuning method (a plugin) is: the seeds' ``FineTuningMethod`` contract.
+"""What a fine-tuning method (a plugin) is: the reference EmbeddingStudio's ``FineTuningMethod`` contract.
 
 A plugin file under ``ES_PLUGINS_PATH`` defines a subclass with a ``meta`` and two methods:
 

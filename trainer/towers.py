@@ -81,9 +81,6 @@ class EmbeddingTowers(nn.Module):
             for layer in layers[:num_fixed_layers]:
                 layer.requires_grad_(False)
 
-    def trainable_parameters(self, tower: SentenceTransformer) -> list[nn.Parameter]:
-        return [p for p in tower.parameters() if p.requires_grad]
-
     # --- encoding -------------------------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str]) -> Tensor:
         """Embeddings with gradient, in the towers' current train/eval mode."""

@@ -1,6 +1,6 @@
 """Training units: (query, positive, negative) triples, and the batches the losses consume.
 
-A relevant session gives one triple per positive × negative (the seeds' Cartesian product), or
+A relevant session gives one triple per positive × negative (the reference EmbeddingStudio's Cartesian product), or
 (query, positive, None) when nothing was skipped above its clicks.
 
 A session marked irrelevant says "these results are wrong for this query" but names nothing right.
@@ -12,7 +12,7 @@ Its negatives are used two ways, both sound:
   contrastive loss, pushed away from every query of the batch that does not know it as relevant.
   The margin loss has no positive to compare it with and ignores it.
 
-The seeds instead borrowed positives from an arbitrary other session, of another query.
+The reference EmbeddingStudio instead borrowed positives from an arbitrary other session, of another query.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 Each module in ``SUBCOMMANDS`` defines ``HELP`` (one line for the command list) and
 ``register(parser)``, which adds arguments and sets ``handler`` (args -> exit code). Modules keep
-heavy imports (torch, faust) inside their handlers so that ``--help`` stays instant.
+heavy imports (torch, faust) inside their handlers so that ``--help`` stays instant. What several
+commands share has modules named for it: ``errors`` (CliError, exit codes), ``arguments`` (shared
+options and the cluster they name), ``task_commands`` (sending commands), ``task_status`` (reading
+the status topic, following a task) and ``tables``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from embedding_studio.embedded.broker import TansuBroker
-    from embedding_studio.kafka_topics import ensure_topics
+    from messaging.topics import ensure_topics
     from schemas.settings import Settings
 
     settings = Settings()

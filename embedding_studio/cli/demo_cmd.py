@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 HELP = "Watch clicks become a better model: simulated shoppers, the whole pipeline, base vs fine-tuned."
 DESCRIPTION = (
     "Runs everything on embedded parts (no Docker): a tansu broker, an MLflow server, a stream worker and "
-    "the trainer. Simulated shoppers search the demo shop (ingest/data/shop_catalog.json: plainly described "
+    "the trainer. Simulated shoppers search the demo shop (simulation/data/shop_catalog.json: plainly described "
     "outdoor gear, searched in the shop's slang) and see the current model's top 10; a position-biased click "
     "model decides what they click, and some mark a search irrelevant. The sessions travel through the "
     "producer SDK, Kafka, the stream worker and the session store; their batch closes and the trainer "
@@ -54,7 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from embedding_studio.embedded.pipeline import quiet_output
     from embedding_studio.embedded.system import EmbeddedSystem
-    from ingest.shop_catalog import load_shop
+    from simulation.shop_catalog import load_shop
     from trainer.retrieval_eval import CorpusIndex, evaluate_model
     from trainer.serving import load_model
 
@@ -114,7 +114,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _round(args, system, shop, train_queries, held_out, base, base_index, base_metrics, index_events, report,
            started, ids, texts, held_out_texts, judgments) -> int:
     from embedding_studio.embedded.pipeline import PipelineDriver, PipelineError, download_model
-    from ingest.user_simulator import simulate_sessions, summarise
+    from simulation.user_simulator import simulate_sessions, summarise
     from trainer.retrieval_eval import CorpusIndex, evaluate_model, ranker
     from trainer.serving import load_model
 
@@ -171,7 +171,7 @@ class _IndexEvents:
     """The IndexReady events of this demo's system."""
 
     def __init__(self, settings: Settings):
-        from embedding_studio.embedded.pipeline import TopicReader
+        from messaging import EventReader as TopicReader
         from schemas.index import IndexReady
 
         self.reader = TopicReader(settings.kafka_bootstrap, settings.topics().index_ready.name, IndexReady)
@@ -230,7 +230,7 @@ def _clip(text: str, width: int) -> str:
 
 
 def _minilm() -> Path:
-    from trainer.tiny_model import minilm_path
+    from trainer.base_model import minilm_path
 
     return minilm_path()
 

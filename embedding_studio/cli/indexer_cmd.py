@@ -27,7 +27,8 @@ def _run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from embedding_studio.kafka_topics import ensure_topics
+    from messaging import KafkaCluster
+    from messaging.topics import ensure_topics
     from index.factory import IndexLocked, index_uri, open_index
     from index.indexer import Indexer, served_description
     from observability.exposition import start_metrics_server
@@ -37,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap:
         raise SystemExit("indexer: set ES_KAFKA_BOOTSTRAP (or run `embedding-studio up`)")
     if not args.no_topics:
-        ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.replication_factor)
+        ensure_topics(KafkaCluster.from_settings(settings), settings.topics(), settings.replication_factor)
     try:
         index = open_index(settings)
     except IndexLocked as error:

@@ -17,7 +17,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from embedding_studio.kafka_topics import TopicMismatchError, ensure_topics
+    from messaging import KafkaCluster
+    from messaging.topics import TopicMismatchError, ensure_topics
     from schemas.settings import Settings
     from session_store import open_store, redact_url
 
@@ -25,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap:
         raise SystemExit("init: ES_KAFKA_BOOTSTRAP is not set (the embedded runtime creates its own topics)")
     try:
-        ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.replication_factor)
+        ensure_topics(KafkaCluster.from_settings(settings), settings.topics(), settings.replication_factor)
     except TopicMismatchError as error:
         raise SystemExit(f"init: {error}") from None
     print(f"topics ready on {settings.kafka_bootstrap} (prefix {settings.topic_prefix})")

@@ -32,7 +32,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from embedding_studio.cli.tasks_cmd import json_object
+    from embedding_studio.cli.arguments import add_bootstrap, json_object
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--batch-id", metavar="ID", help="Train this stored batch again, as a new task.")
@@ -56,7 +56,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="With --watch: give up following after S seconds (default: never).")
     parser.add_argument("--read-timeout", type=float, default=600.0, metavar="S",
                         help="With --from-time: give up reading the range after S seconds (default 600).")
-    parser.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (default: ES_KAFKA_BOOTSTRAP).")
+    add_bootstrap(parser)
     parser.set_defaults(handler=_run)
 
 
@@ -79,7 +79,7 @@ def moment(text: str) -> datetime:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from embedding_studio.cli.tasks_cmd import CliError
+    from embedding_studio.cli.errors import CliError
 
     try:
         if args.batch_id is not None:
@@ -95,24 +95,29 @@ def _run(args: argparse.Namespace) -> int:
 def _replay_batch(args: argparse.Namespace) -> int:
     import uuid
 
-    from embedding_studio.cli.tasks_cmd import connection, follow_if_asked, send_command
+    from embedding_studio.cli.arguments import connection
+    from embedding_studio.cli.task_commands import build_command, send_command
+    from embedding_studio.cli.task_status import follow_if_asked
     from schemas.tasks import ReplayBatch
 
-    bootstrap, topics = connection(args)
+    cluster, topics = connection(args)
     command_id = uuid.uuid4().hex
-    command = _command(ReplayBatch, command_id=command_id, batch_id=args.batch_id, fine_tuning_method=args.method,
+    command = build_command(ReplayBatch, command_id=command_id, batch_id=args.batch_id, fine_tuning_method=args.method,
                        metadata=args.metadata, idempotency_key=args.idempotency_key or command_id)
-    send_command(bootstrap, topics, command)
+    send_command(cluster, topics, command)
     print(f"replay_batch command {command.command_id} sent to {topics.commands.name}: batch {command.batch_id}, "
           f"method {command.fine_tuning_method or '(the default)'}")
     print(f"idempotency key: {command.idempotency_key}")
-    return follow_if_asked(args, bootstrap, topics, command.idempotency_key)
+    return follow_if_asked(args, cluster, topics, command.idempotency_key)
 
 
 def _replay_range(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from embedding_studio.cli.tasks_cmd import CliError, connection, follow_if_asked, send_messages
+    from embedding_studio.cli.arguments import connection
+    from embedding_studio.cli.errors import CliError
+    from embedding_studio.cli.task_commands import build_command, send_messages
+    from embedding_studio.cli.task_status import follow_if_asked
     from schemas.settings import Settings
     from schemas.tasks import ReplayBatch
     from session_store import open_store, redact_url
@@ -121,7 +126,7 @@ def _replay_range(args: argparse.Namespace) -> int:
     from stream_processors.sessionizer import SessionRules
 
     settings = Settings()
-    bootstrap, topics = connection(args)
+    cluster, topics = connection(args)
     end = args.to_time or datetime.now(timezone.utc)
     try:
         span = ReplayRange(topics.clickstream.name, args.from_time, end)
@@ -147,7 +152,7 @@ def _replay_range(args: argparse.Namespace) -> int:
     try:
         with store:
             result = replay_range(
-                bootstrap=bootstrap, replay_range=span, store=store, rules=rules,
+                bootstrap=cluster, replay_range=span, store=store, rules=rules,
                 max_event_bytes=settings.max_event_bytes, max_sessions=settings.batch_max_sessions, chunk=settings.sessionizer_batch_events,
                 timeout_s=args.read_timeout, on_estimate=estimate, on_scanned=bar.update,
             )
@@ -186,12 +191,12 @@ def _replay_range(args: argparse.Namespace) -> int:
     keys = []
     for part, batch in enumerate(batches, start=1):
         key = f"{args.idempotency_key}:{batch.batch_id}" if args.idempotency_key else f"batch:{batch.batch_id}"
-        command = _command(ReplayBatch, batch_id=batch.batch_id, fine_tuning_method=args.method,
+        command = build_command(ReplayBatch, batch_id=batch.batch_id, fine_tuning_method=args.method,
                            metadata={"trigger": "replay", "from": span.start.isoformat(), "to": span.end.isoformat(),
                                      "part": part, "parts": len(batches), **args.metadata},
                            idempotency_key=key)
         # The command first: a trainer that trains announced batches on its own uses the same key.
-        send_messages(bootstrap, [
+        send_messages(cluster, [
             (topics.commands.name, key, command.model_dump_json()),
             (topics.batches.name, batch.batch_id, batch_closed(batch).model_dump_json()),
         ])
@@ -200,20 +205,8 @@ def _replay_range(args: argparse.Namespace) -> int:
         keys.append(key)
     worst = 0
     for key in keys:  # with --watch, each task in turn: the trainer runs one at a time, in this order
-        worst = max(worst, follow_if_asked(args, bootstrap, topics, key))
+        worst = max(worst, follow_if_asked(args, cluster, topics, key))
     return worst
-
-
-def _command(model, **fields):
-    from pydantic import ValidationError
-
-    from embedding_studio.cli.tasks_cmd import CliError
-    from schemas.base import describe_validation_error
-
-    try:
-        return model(**fields)
-    except ValidationError as error:
-        raise CliError(f"invalid command: {describe_validation_error(error)}", 2) from error
 
 
 def _show(moment_: datetime | None) -> str:

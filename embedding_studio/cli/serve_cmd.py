@@ -33,8 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
     producer = None
     if settings.kafka_bootstrap:
         from ingest.producer import ClickstreamProducer
+        from messaging import KafkaCluster
 
-        producer = ClickstreamProducer(settings.kafka_bootstrap, settings.topics())
+        cluster = KafkaCluster.from_settings(settings)
+        producer = ClickstreamProducer(cluster.bootstrap, settings.topics(), config=dict(cluster.security))
     port = settings.search_port if args.port is None else args.port
     print(f"search endpoint on http://{settings.search_host}:{port} (index {index_uri(settings)}; clicks "
           f"{'to ' + settings.topics().clickstream.name if producer else 'not logged'})", flush=True)

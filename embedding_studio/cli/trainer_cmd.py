@@ -26,7 +26,8 @@ def _run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from embedding_studio.kafka_topics import ensure_topics
+    from messaging import KafkaCluster
+    from messaging.topics import ensure_topics
     from observability.exposition import start_metrics_server
     from schemas.settings import Settings
     from session_store import redact_url
@@ -43,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     except TrainerConfigError as error:
         raise SystemExit(f"trainer: {error}") from None
     if not args.no_topics:
-        ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.replication_factor)
+        ensure_topics(KafkaCluster.from_settings(settings), settings.topics(), settings.replication_factor)
     registry = discover_plugins(settings.plugins_path)
     for name, reason in sorted(registry.errors.items()):
         print(f"plugin {name} not loaded: {reason}", flush=True)

@@ -26,7 +26,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from embedding_studio.kafka_topics import ensure_topics
+    from messaging import KafkaCluster
+    from messaging.topics import ensure_topics
     from schemas.settings import Settings
     from session_store import open_store, redact_url
     from stream_processors.app import create_app
@@ -39,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
             "`embedding-studio broker` prints), or let the embedded runtime start the worker."
         )
     if not args.no_topics:
-        ensure_topics(settings.kafka_bootstrap, settings.topics(), settings.replication_factor)
+        ensure_topics(KafkaCluster.from_settings(settings), settings.topics(), settings.replication_factor)
     url = settings.resolved_store_url()
     store = open_store(url)
     try:

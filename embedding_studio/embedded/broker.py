@@ -138,13 +138,15 @@ class TansuBroker:
         """None once the broker answers a metadata request; else why it did not."""
         from confluent_kafka.admin import AdminClient
 
+        from messaging import KafkaCluster
+
         admin: AdminClient | None = None
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 return f"tansu exited with code {process.returncode} (port {port} taken?)"
             # A plain TCP probe first: librdkafka would log every refused connection.
             if accepts_connections(HOST, port):
-                admin = admin or AdminClient({"bootstrap.servers": f"{HOST}:{port}"})
+                admin = admin or AdminClient(KafkaCluster(f"{HOST}:{port}").admin())
                 try:
                     answer = admin.list_topics(timeout=1.0)
                 except Exception as error:  # KafkaException: listening, not answering yet

@@ -14,50 +14,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
-
-from confluent_kafka import Consumer, Producer, TopicPartition
-
+from messaging import ConfirmedProducer, EventReader, KafkaCluster, NotDelivered
 from schemas.base import Contract
 from schemas.models import ModelReady
 from schemas.sessions import BatchRecord, BatchStatus
 from schemas.settings import Settings
 from schemas.tasks import ReleaseBatch, TaskState, TaskStatus
 
-T = TypeVar("T", bound=Contract)
-
-
 class PipelineError(RuntimeError):
     """The pipeline did not get where it was asked to: a part died, a task failed, or time ran out."""
-
-
-class TopicReader(Generic[T]):
-    """Every event of a single-partition topic from its beginning, parsed as ``model``.
-
-    Assigned rather than subscribed: no consumer-group join (tansu holds joins for seconds), and
-    events published before the reader started are read too.
-    """
-
-    def __init__(self, bootstrap: str, topic: str, model: type[T], partition: int = 0):
-        self.model = model
-        self.events: list[T] = []
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"es-pipeline-{uuid.uuid4().hex[:8]}",
-                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        self._consumer.assign([TopicPartition(topic, partition, 0)])
-
-    def poll(self, timeout_s: float = 0.2) -> list[T]:
-        new = []
-        for message in self._consumer.consume(500, timeout=timeout_s):
-            if message.error() is None:
-                try:
-                    new.append(self.model.model_validate_json(message.value()))
-                except ValueError:
-                    continue  # not ours to judge here; the topic's own consumers dead-letter it
-        self.events += new
-        return new
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 @dataclass
@@ -87,11 +52,12 @@ class PipelineDriver:
         if not settings.kafka_bootstrap:
             raise ValueError("the pipeline driver needs settings naming a Kafka cluster (kafka_bootstrap)")
         self.settings = settings
+        self.cluster = KafkaCluster.from_settings(settings)
         self.topics = settings.topics()
         self.problems = problems or (lambda: [])
         self.say = say or (lambda line: print(line, flush=True))
-        self.statuses = TopicReader(settings.kafka_bootstrap, self.topics.task_status.name, TaskStatus)
-        self.models = TopicReader(settings.kafka_bootstrap, self.topics.model_ready.name, ModelReady)
+        self.statuses = EventReader(self.cluster, self.topics.task_status.name, TaskStatus)
+        self.models = EventReader(self.cluster, self.topics.model_ready.name, ModelReady)
 
     def __enter__(self) -> PipelineDriver:
         return self
@@ -132,8 +98,8 @@ class PipelineDriver:
         from ingest.producer import ClickstreamProducer
 
         session_ids = []
-        with ClickstreamProducer(self.settings.kafka_bootstrap, self.topics,
-                                 config={"client.id": "embedding-studio-pipeline"}) as producer:
+        with ClickstreamProducer(self.cluster.bootstrap, self.topics,
+                                 config={**self.cluster.security, "client.id": "embedding-studio-pipeline"}) as producer:
             for events in sessions:
                 producer.send_many(events)
                 session_ids.append(events[0].session_id)
@@ -204,11 +170,13 @@ class PipelineDriver:
     def release_batch(self) -> str:
         """Ask the stream worker to close the open batch now; returns the release id."""
         command = ReleaseBatch(release_id=f"pipeline-{uuid.uuid4().hex[:12]}")
-        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True})
-        producer.produce(self.topics.commands.name, key=command.release_id.encode(),
-                         value=command.model_dump_json().encode())
-        if producer.flush(30) != 0:
-            raise PipelineError("could not send the release command to the commands topic")
+        with ConfirmedProducer(self.cluster, max_message_bytes=self.topics.max_message_bytes,
+                               client_id="embedding-studio-pipeline") as producer:
+            try:
+                producer.send(self.topics.commands.name, command.release_id, command.model_dump_json().encode(),
+                              what="the release command")
+            except NotDelivered as error:
+                raise PipelineError(f"could not send the release command to the commands topic: {error}") from error
         return command.release_id
 
     def wait_for_task(self, batch_id: str, *, timeout_s: float = 3600.0,

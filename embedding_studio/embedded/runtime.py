@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from embedding_studio.embedded.broker import TansuBroker
-from embedding_studio.kafka_topics import ensure_topics
+from messaging.topics import ensure_topics
 from schemas.settings import Settings
 from schemas.topics import TopicRegistry
 

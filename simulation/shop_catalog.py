@@ -1,6 +1,6 @@
 """The demo's shop: a product catalog described plainly, and shoppers who search it in slang.
 
-``ingest/data/shop_catalog.json`` holds the vocabulary: categories with a plain item name, a few
+``simulation/data/shop_catalog.json`` holds the vocabulary: categories with a plain item name, a few
 product details and two slang terms each, colours and house brands. Items are every category ×
 colour × brand; their text is the plain description ("Cairn insulated down jacket in red. 800-fill
 goose down..."). Queries use the slang ("red marshmallow from Cairn"), optionally narrowed by a
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 
-from ingest.user_simulator import SimQuery
+from simulation.user_simulator import SimQuery
 
 DATA_FILE = "shop_catalog.json"
 
@@ -119,8 +119,8 @@ class ShopCatalog:
 
 
 def load_shop() -> ShopCatalog:
-    """The shop shipped with the project (``ingest/data/shop_catalog.json``)."""
-    text = resources.files("ingest").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
+    """The shop shipped with the project (``simulation/data/shop_catalog.json``)."""
+    text = resources.files("simulation").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
     return ShopCatalog(json.loads(text))
 
 

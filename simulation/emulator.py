@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from schemas.clickstream import ClickstreamEvent as Event
 from schemas.clickstream import Interaction, MarkIrrelevant, SearchResult, SearchSession, SessionEnd
-
-Event = SearchSession | Interaction | MarkIrrelevant | SessionEnd
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -1,4 +1,5 @@
-"""Creating the registry's topics on a cluster, before anything produces to them.
+"""Topics on a cluster: creating the registry's before anything produces to them, and checking
+that one exists before a tool sends to it.
 
 Every topic gets ``max.message.bytes`` from the registry (the number every producer of the system
 uses as ``message.max.bytes``), and compacted topics their cleanup policy.
@@ -15,17 +16,47 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from messaging.config import KafkaCluster, as_cluster
 from schemas.topics import TopicRegistry, TopicSpec
 
 log = logging.getLogger(__name__)
 
 
-class TopicMismatchError(RuntimeError):
+class MessagingError(RuntimeError):
+    """Kafka could not be used as asked; the message says what and where."""
+
+
+class BrokerUnavailable(MessagingError):
+    """No broker of the cluster answered."""
+
+
+class TopicMissing(MessagingError):
+    """The topic does not exist. Sending to it anyway would make brokers that auto-create topics
+    create it with their own partition count instead of the registry's."""
+
+
+class TopicMismatchError(MessagingError):
     """A topic exists with another partition count than the registry says: keys would move."""
 
 
+def topic_partitions(cluster: KafkaCluster | str, topic: str, *, timeout_s: float = 10.0,
+                     admin: AdminClient | None = None) -> list[int]:
+    """The partitions of ``topic``; BrokerUnavailable or TopicMissing otherwise."""
+    cluster = as_cluster(cluster)
+    admin = admin or AdminClient(cluster.admin())
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)  # every topic: asking for one may auto-create it
+    except KafkaException as error:
+        raise BrokerUnavailable(f"no answer from the broker at {cluster.bootstrap}: {error.args[0].str()}") from error
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        raise TopicMissing(f"topic {topic} does not exist on {cluster.bootstrap}; start the system first "
+                           "(or check ES_TOPIC_PREFIX)")
+    return sorted(described.partitions)
+
+
 def ensure_topics(
-    bootstrap: str, registry: TopicRegistry, replication_factor: int = 1, *, timeout_s: float = 15.0
+    cluster: KafkaCluster | str, registry: TopicRegistry, replication_factor: int = 1, *, timeout_s: float = 15.0
 ) -> dict[str, int]:
     """Create every topic of ``registry`` that is missing; return ``{name: partitions}``.
 
@@ -33,7 +64,7 @@ def ensure_topics(
     registry raises TopicMismatchError (adding partitions silently re-routes keys, so it is an
     operator's decision, never a side effect of start-up).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(as_cluster(cluster).admin())
     specs = registry.all()
     futures = admin.create_topics(
         [_new_topic(spec, replication_factor, registry.max_message_bytes) for spec in specs],

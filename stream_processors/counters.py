@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-log = logging.getLogger("stream_processors.metrics")
+log = logging.getLogger("stream_processors.counters")
 
 
-class StreamMetrics:
+class StreamCounters:
     def __init__(self) -> None:
         self.sessionizer: Counter[str] = Counter()
         self.batcher: Counter[str] = Counter()

