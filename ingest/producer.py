@@ -28,11 +28,9 @@ from types import TracebackType
 from typing import Any, Self, TypeAlias
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-
 from pydantic import TypeAdapter, ValidationError
 
 from messaging.config import KAFKA_PARTITIONER, KafkaCluster, as_cluster
-
 from schemas.base import ContractError, describe_validation_error
 from schemas.clickstream import ClickstreamEvent as ClickstreamEventContract
 from schemas.clickstream import (

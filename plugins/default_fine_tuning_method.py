@@ -14,7 +14,7 @@ from trainer.loaders import open_item_loader
 from trainer.loaders.s3 import S3Access
 from trainer.plugins import FineTuningBuilder, FineTuningMethod, FineTuningSettings, PluginMeta
 
-# A fresh dict per call: the seeds' shared, mutated module-level grid is what we avoid here.
+# A fresh dict per call: the reference EmbeddingStudio's shared, mutated module-level grid is what we avoid here.
 def initial_params() -> dict[str, list]:
     return {
         "num_fixed_layers": [0, 2, 4],

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from trainer.metrics import (
+from trainer.ranking_measures import (
     ScoredSession,
     distance_shift,
     evaluate_sessions,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
-from trainer.metrics import higher_is_better
+from trainer.ranking_measures import higher_is_better
 
 
 class FineTuneCanceled(Exception):

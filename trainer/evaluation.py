@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from trainer.examples import HeldOutQuery
-from trainer.metrics import (ScoredSession, dcg, distance_shift, ndcg_at_k, recall_at_k, reciprocal_rank, rerank,
+from trainer.ranking_measures import (ScoredSession, dcg, distance_shift, ndcg_at_k, recall_at_k, reciprocal_rank, rerank,
                              retrieval_metrics)
 from trainer.towers import EmbeddingTowers
 

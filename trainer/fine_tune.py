@@ -25,7 +25,7 @@ from trainer.evaluation import CatalogEvaluator
 from trainer.examples import QuerySplit, SessionExample, build_examples, held_out_queries, split_queries
 from trainer.lightning_module import FineTuningModule, ValidationRecord
 from trainer.losses import build_losses
-from trainer.metrics import higher_is_better
+from trainer.ranking_measures import higher_is_better
 from trainer.params import FineTuningParams
 from trainer.towers import EmbeddingTowers
 from trainer.triples import build_triples, relevant_by_query

@@ -39,7 +39,7 @@ from trainer.fine_tune import FineTuneCanceled, FineTuneResult, NotEnoughData, T
 from trainer.judgement import GateSettings, Judgement, judge
 from trainer.lightning_module import ValidationRecord
 from trainer.loaders.cache import CachedItemLoader
-from trainer.metrics import higher_is_better
+from trainer.ranking_measures import higher_is_better
 from trainer.params import FineTuningParams, suggest_params, validate_space
 from trainer.plugin_loader import UnknownMethod, discover_plugins
 from trainer.propensity import Propensity, estimate_propensity

@@ -20,7 +20,7 @@ from typing import Any
 
 from schemas.tasks import TaskJudgement
 from trainer.evaluation import PerQuery
-from trainer.metrics import higher_is_better
+from trainer.ranking_measures import higher_is_better
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Retrieval quality of a model over a whole corpus: encode the corpus once, rank it for each query,
-score the rankings against graded judgments with the measures of ``trainer.metrics``.
+score the rankings against graded judgments with the measures of ``trainer.ranking_measures``.
 
 The held-out evaluation inside a fine-tuning run (``trainer.evaluation``) only reranks the results a
 session showed; this one asks the question a search product asks: out of every item, which ten come
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.metrics import K, ndcg_at_k, recall_at_k, reciprocal_rank
+from trainer.ranking_measures import K, ndcg_at_k, recall_at_k, reciprocal_rank
 
 Judgments = Mapping[str, Mapping[str, float]]
 """Query id → {item id → gain}; a gain of 0 (or less) means judged not relevant."""

@@ -13,8 +13,8 @@ class CosineProbMarginRankingLoss(ProbMarginRankingLoss):
     is almost flat there. This one is ~0 while the margin holds (σ(−6) ≈ 0.0025 at a = 0) and reaches
     0.5 once the pair violates it by 0.015, so small wrong orders are penalised in earnest.
 
-    (In the seeds this override was dead: the base class called a name-mangled ``__adjust`` that a
-    subclass cannot replace. Here the base calls the public ``activation``.)
+    (In the reference EmbeddingStudio this override was dead: the base class called a name-mangled
+    ``__adjust`` that a subclass cannot replace. Here the base calls the public ``activation``.)
     """
 
     name = "cosine_prob_margin"
