@@ -41,6 +41,9 @@ Run alone: ``python -m bench.train [--model tiny|minilm|PATH] [--steps N] [--dev
 [--repeats R] [--threads T]``; ``make bench`` runs it with its defaults (``python -m bench.run --only
 bench.train:bench_train`` runs only it). sentence-transformers' trainer needs ``datasets`` and
 ``accelerate``.
+
+Why one module of some 430 lines: both engines' set-up, the same triples and the figures must be
+read side by side to see that the comparison is fair.
 """
 
 from __future__ import annotations

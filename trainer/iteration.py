@@ -15,6 +15,10 @@ The steps, each reported as the task's progress stage:
 Queries are split once per task by a hash of their normalised text (``trainer.fine_tune.split_for``):
 training, validation (epochs, trials) and test (the announcement, nothing else). A batch with too
 few judged test queries ends ``done`` before any training, saying so.
+
+Why one module of some 430 lines: the steps share one task's state (its plugin, batch, split, tracker
+and stage reports) and read top to bottom as the task runs; the trial's inputs (``TrialInputs``),
+the measures (``trainer.evaluation``) and the gate (``trainer.judgement``) already live apart.
 """
 
 from __future__ import annotations

@@ -51,8 +51,7 @@ def _send_lines(source: TextIO, cluster: KafkaCluster, registry: TopicRegistry, 
     from schemas.base import ContractError
 
     invalid = undelivered = 0
-    producer = ClickstreamProducer(cluster.bootstrap, registry,
-                                   config={**cluster.security, "client.id": "embedding-studio-emit"})
+    producer = ClickstreamProducer(cluster, registry, config={"client.id": "embedding-studio-emit"})
     try:
         for number, line in enumerate(source, start=1):
             if not line.strip():

@@ -36,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         from messaging import KafkaCluster
 
         cluster = KafkaCluster.from_settings(settings)
-        producer = ClickstreamProducer(cluster.bootstrap, settings.topics(), config=dict(cluster.security))
+        producer = ClickstreamProducer(cluster, settings.topics())
     port = settings.search_port if args.port is None else args.port
     print(f"search endpoint on http://{settings.search_host}:{port} (index {index_uri(settings)}; clicks "
           f"{'to ' + settings.topics().clickstream.name if producer else 'not logged'})", flush=True)

@@ -115,10 +115,12 @@ def _parts(values: dict[str, float]) -> str:
 
 
 def _print_tasks(settings, limit: int, timeout_s: float) -> None:
-    from embedding_studio.cli.tasks_cmd import CliError, latest_states
+    from embedding_studio.cli.errors import CliError
+    from embedding_studio.cli.task_status import latest_states
+    from messaging import KafkaCluster
 
     try:
-        states, complete = latest_states(settings.kafka_bootstrap, settings.topics(), timeout_s)
+        states, complete = latest_states(KafkaCluster.from_settings(settings), settings.topics(), timeout_s)
     except CliError as error:
         print(f"tasks     not read: {error}")
         return

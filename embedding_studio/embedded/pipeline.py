@@ -98,8 +98,7 @@ class PipelineDriver:
         from ingest.producer import ClickstreamProducer
 
         session_ids = []
-        with ClickstreamProducer(self.cluster.bootstrap, self.topics,
-                                 config={**self.cluster.security, "client.id": "embedding-studio-pipeline"}) as producer:
+        with ClickstreamProducer(self.cluster, self.topics, config={"client.id": "embedding-studio-pipeline"}) as producer:
             for events in sessions:
                 producer.send_many(events)
                 session_ids.append(events[0].session_id)
