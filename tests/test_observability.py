@@ -19,6 +19,7 @@ from ingest.partitioner import KAFKA_PARTITIONER
 from ingest.producer import ClickstreamProducer
 from observability.exposition import announced_endpoints
 from observability.logs import configure_logging, log_context
+from observability.metrics import INDEX_REFRESHES
 from observability.search_quality import QualityTracker, judge, render_chart
 from observability.summary import scrape, search_quality
 from observability.tasks import TaskObserver
@@ -144,6 +145,9 @@ def test_the_embedded_system_serves_real_counts_and_search_quality_per_model(tmp
                         stream_session_timeout_s=2.0, stream_heartbeat_interval_s=0.5, sessionizer_processes=1,
                         batch_max_sessions=5, quality_chart_interval_s=0.5, metrics_probe_interval_s=0.5,
                         log_format="json")
+    # The trainer's endpoint runs in this (pytest) process and serves its default registry, where an
+    # in-process indexer of an earlier test may have left refresh series: a trainer process has none.
+    INDEX_REFRESHES.clear()
     with EmbeddedSystem(settings, workers=1, trainer=True, indexer=False, search=False) as system:
         print_metrics_endpoints(system, expected=2)  # what `up` prints
         printed = capsys.readouterr().out
