@@ -3,10 +3,11 @@
 The batcher announces a batch right after the store closed it (its sessions were all stored
 before), and once the broker has acknowledged the BatchClosed it marks the batch announced in the
 store (``SessionStore.mark_announced``: a SQLite transaction, a Cassandra LWT). A batcher taking
-over announces exactly the closed batches not marked (``list_unannounced``) — no reading of the
-topic, no guessing from silence. The one window left, a crash after the ack and before the mark,
-sends the same record (same key, same value) again; the batches topic is compacted by batch id
-and the trainer keys its task by batch id, so the repeat changes nothing.
+over announces exactly the closed batches not marked (``list_unannounced``) — no guessing from
+silence. The one window left, a crash after the broker took the record and
+before the mark, is closed at the takeover: when some closed batches are not marked, the new batcher
+reads the batches topic to its end (compacted by batch id: one record per batch) and marks those it
+finds instead of sending them again. The trainer keys its task by batch id as well.
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ def create_app(
         counters=metrics.batcher,
     )
     batcher_agent = BatcherAgent(app, batcher, store, sessions_topic=sessions_topic, metrics=metrics,
-                                 batches_topic=raw_topic(topics.batches.name, topics.batches.partitions))
+                                 batches_topic=raw_topic(topics.batches.name, topics.batches.partitions),
+                                 cluster=cluster)
     commands_agent = CommandsAgent(sessions_topic=sessions_topic, metrics=metrics,
                                    commands_dlq=raw_topic(topics.commands_dlq.name, topics.commands_dlq.partitions))
 

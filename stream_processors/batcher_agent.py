@@ -18,6 +18,7 @@ from typing import Any, Callable, TypeVar
 
 import faust
 
+from messaging import KafkaCluster, TopicReader
 from schemas.base import utc_now
 from schemas.faults import crash_point
 from schemas.sessions import BatchRecord
@@ -41,8 +42,9 @@ T = TypeVar("T")
 
 class BatcherAgent:
     def __init__(self, app: faust.App, batcher: Batcher, store: SessionStore, *, sessions_topic: faust.TopicT,
-                 batches_topic: faust.TopicT, metrics: StreamCounters) -> None:
+                 batches_topic: faust.TopicT, metrics: StreamCounters, cluster: KafkaCluster) -> None:
         self.app = app
+        self.cluster = cluster
         self.batcher = batcher
         self.store = store
         self.sessions_topic = sessions_topic
@@ -109,14 +111,36 @@ class BatcherAgent:
         # Exactly the closed batches the store has not marked announced: a crash between the
         # close and the broker's ack, or between the ack and the mark (then the same key and
         # value go out again, and compaction keeps one).
-        for record in await self._in_store_thread(self.store.list_unannounced):
-            if record.close_reason == "replay":
+        unannounced = await self._in_store_thread(self.store.list_unannounced)
+        # A crash after the broker took the BatchClosed and before the mark: the record is there
+        # already. Read the (compacted, so short) topic to its end before sending again, so that a
+        # batch is on the topic once, not only once after compaction.
+        on_topic = await self._on_topic({r.batch_id for r in unannounced if r.close_reason != "replay"})
+        for record in unannounced:
+            if record.close_reason == "replay" or record.batch_id in on_topic:
                 # `replay` announces its own batch (or, with --no-train, on purpose not at all).
                 await self._in_store_thread(self.store.mark_announced, record.batch_id, utc_now())
                 continue
             log.warning("batch %s was closed but not marked announced (a crash?); announcing it now", record.batch_id)
             await self.announce(record)
         self.owns_batch = True
+
+    async def _on_topic(self, batch_ids: set[str]) -> set[str]:
+        """Which of ``batch_ids`` have a BatchClosed on the batches topic already."""
+        if not batch_ids:
+            return set()
+
+        def read() -> set[str]:
+            found: set[str] = set()
+            with TopicReader(self.cluster, self.batches_topic.get_topic_name()) as reader:
+                for records in reader.until_caught_up(60.0):
+                    found.update(key for m in records if (key := (m.key() or b"").decode()) in batch_ids)
+            return found
+
+        found = await asyncio.get_running_loop().run_in_executor(None, read)
+        for batch_id in sorted(found):
+            log.warning("batch %s was announced but not marked (a crash after the ack?); marking it", batch_id)
+        return found
 
     # --- waking it -----------------------------------------------------------------------------------
     async def wake(self) -> None:

@@ -24,6 +24,7 @@ from schemas.dead_letters import DeadLetter
 from schemas.sessions import BatchStatus
 from schemas.tasks import ReleaseBatch
 from schemas.topics import TopicRegistry
+from stream_processors.announcements import batch_closed
 from schemas.dead_letters import read_dead_letter
 from tests.fixtures.broker import consume, consume_all
 from tests.test_stream_end_to_end import (  # noqa: F401  (worker_factory is a fixture)
@@ -137,6 +138,26 @@ def test_a_takeover_announces_exactly_the_closed_batches_the_store_has_not_marke
     assert [a.batch_id for a in announcements(kafka_bootstrap, topics)] == ["b-orphaned-close"]
     assert found[0].close_reason == "size"
     assert store.list_unannounced() == []
+
+
+
+def test_a_takeover_marks_a_batch_whose_announcement_reached_the_topic_before_the_crash(
+    kafka_bootstrap: str, topics: TopicRegistry, worker_factory
+):
+    worker = worker_factory(sessionizer_processes=0)
+    store = worker.store()
+    # What a kill after the broker took the BatchClosed and before the store marked it leaves behind.
+    now = utc_now()
+    store.open_batch("b-sent-unmarked", now)
+    store.close_batch("b-sent-unmarked", now, "size")
+    record = next(b for b in store.list_unannounced() if b.batch_id == "b-sent-unmarked")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": KAFKA_PARTITIONER})
+    producer.produce(topics.batches.name, key=b"b-sent-unmarked", value=batch_closed(record).model_dump_json().encode())
+    assert producer.flush(30) == 0
+    worker.start()
+    wait_for("the takeover's mark", lambda: store.list_unannounced() == [], 60, worker)
+    assert worker.stop() == 0
+    assert [a.batch_id for a in announcements(kafka_bootstrap, topics)] == ["b-sent-unmarked"]  # once, not twice
 
 
 # --- (b) malformed input ---------------------------------------------------------------------------
