@@ -146,5 +146,5 @@ def _task(row: tuple) -> Task:
         fine_tuning_method=row[4], batch_id=row[5], metadata=json.loads(row[6]), detail=row[7],
         progress=TaskProgress.model_validate_json(row[8]), seq=row[9], attempt=row[10], model_uri=row[11],
         created_at=datetime.fromisoformat(row[12]), updated_at=datetime.fromisoformat(row[13]),
-        judgement=TaskJudgement.model_validate_json(row[14]) if len(row) > 14 and row[14] else None,
+        judgement=TaskJudgement.model_validate_json(row[14]) if row[14] else None,
     )
