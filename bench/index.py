@@ -8,7 +8,10 @@ numbered suffix up to ``--items``) embedded with all-MiniLM-L6-v2 (or ``--model`
   upserting each batch into a new version, completing it (flush, count check) and switching the alias;
 - ``st_encode_insert_items_per_s``: the baseline — one ``SentenceTransformer.encode`` call over every
   text (normalised, batch size 64), then one bulk ``insert`` into a fresh collection and a flush;
-- ``index_refresh_ratio``: the first divided by the second (≥ 1: the refresh costs nothing extra).
+- ``index_refresh_ratio``: the first divided by the second (≥ 1: the refresh costs nothing extra);
+- ``index_refresh_precision`` and ``index_refresh_cosine_to_fp32_min``: the refresh embeds under
+  ``ES_EMBED_PRECISION`` (bf16 autocast where the CPU computes it natively), the baseline in float32;
+  the smallest cosine between the two vectors of one text says what that costs.
 
 The model is loaded before either clock starts; each side runs ``--repeats`` times, alternated, and
 each figure is its fastest run (on a shared machine other work only slows a run down).
@@ -100,6 +103,13 @@ def bench_refresh(items: int = 2000, model: str = "minilm", repeats: int = 2) ->
     yield "index_refresh_items_per_s", items / min(ours_s)
     yield "st_encode_insert_items_per_s", items / min(plain_s)
     yield "index_refresh_ratio", min(plain_s) / min(ours_s)
+    # What the refresh's precision costs: its vectors against plain float32 encode, text by text.
+    from index.models import encode, resolved_precision
+
+    precision = Settings().embed_precision
+    ours_vectors = encode(ours_model, texts, precision=precision)
+    yield "index_refresh_precision", resolved_precision(ours_model.device.type, precision)
+    yield "index_refresh_cosine_to_fp32_min", f"{float(np.min(np.sum(ours_vectors * vectors, axis=1))):.6f}"
 
 
 def _plain_collection(client, name: str, dim: int) -> None:

@@ -62,9 +62,10 @@ class Accepted(BaseModel):
     accepted: bool = True
 
 
-def create_app(index: VectorIndex, tracking_uri: str | None, producer=None) -> FastAPI:
-    """``producer``: a ClickstreamProducer; None serves searches without logging them."""
-    service = SearchService(index, tracking_uri)
+def create_app(index: VectorIndex, tracking_uri: str | None, producer=None, precision: str = "auto") -> FastAPI:
+    """``producer``: a ClickstreamProducer; None serves searches without logging them. ``precision``: of the
+    query embedding (``ES_EMBED_PRECISION``)."""
+    service = SearchService(index, tracking_uri, precision)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

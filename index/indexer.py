@@ -80,7 +80,7 @@ class Indexer:
         self.index = index
         self.loader = loader or item_loader(settings)
         self.refresher = IndexRefresher(index, self.loader, settings.mlflow_tracking_uri, settings.index_batch_size,
-                                        on_progress=self._progress)
+                                        settings.embed_precision, on_progress=self._progress)
         self.publisher = IndexReadyPublisher.connect(settings)
         self.consumer = CommittingConsumer(
             KafkaCluster.from_settings(settings), f"{self.topics.prefix}.indexer",
@@ -178,7 +178,7 @@ class Indexer:
         if changed:
             model = embedder(served.model_uri, self.settings.mlflow_tracking_uri, "items")
             ids = list(changed)
-            vectors = encode(model, [changed[i] for i in ids])
+            vectors = encode(model, [changed[i] for i in ids], precision=self.settings.embed_precision)
             self.index.upsert(served, [IndexedItem(i, changed[i], v) for i, v in zip(ids, vectors)])
         self.index.delete(served, deleted)
         log.info("v%d: %d item(s) upserted, %d deleted", served.version, len(changed), len(deleted))

@@ -51,6 +51,7 @@ class IndexRefresher:
     loader: ItemLoader
     tracking_uri: str | None = None
     batch_size: int = 256
+    precision: str = "auto"  # of the embedding forward pass (index.models.encode)
     on_progress: Callable[[RefreshProgress], None] | None = None
 
     def catalog(self, served: IndexVersion | None) -> Iterator[tuple[str, str]]:
@@ -92,7 +93,7 @@ class IndexRefresher:
                     if should_stop is not None and should_stop():
                         raise RefreshStopped(f"stopped after {start} of {len(items)} items")
                     chunk = items[start:start + self.batch_size]
-                    vectors = encode(model, [text for _, text in chunk])
+                    vectors = encode(model, [text for _, text in chunk], precision=self.precision)
                     if pending is not None:
                         pending.result()
                         self._report(start, len(items), started)

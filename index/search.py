@@ -13,6 +13,7 @@ from index.models import embedder, encode
 class SearchService:
     index: VectorIndex
     tracking_uri: str | None = None
+    precision: str = "auto"  # of the query embedding (index.models.encode)
 
     def search(self, query: str, k: int = 10, version: IndexVersion | None = None) -> SearchAnswer:
         """From the served version, or from ``version`` (an older one kept for rollback, say)."""
@@ -22,5 +23,5 @@ class SearchService:
         if served is None:
             raise NoServedVersion("no index version is served yet: it appears after the first refresh")
         model = embedder(served.model_uri, self.tracking_uri, "query")
-        (answer,) = self.index.search(encode(model, [query]).tolist(), k, version=served)
+        (answer,) = self.index.search(encode(model, [query], precision=self.precision).tolist(), k, version=served)
         return answer

@@ -202,7 +202,7 @@ def _side_by_side(system, held_out, refreshed, say, queries: int = 4, k: int = 5
 
     with open_index(system.settings) as index:
         before_version = next(v for v in index.versions() if v.version == refreshed.previous_version)
-        service = SearchService(index, system.settings.mlflow_tracking_uri)
+        service = SearchService(index, system.settings.mlflow_tracking_uri, system.settings.embed_precision)
         width = 44
         say(f"\nheld-out searches, top {k}: index v{before_version.version} (starting model)  |  the search endpoint "
             f"now (v{refreshed.version}, fine-tuned)")

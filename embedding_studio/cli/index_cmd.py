@@ -58,7 +58,7 @@ def _refresh(args: argparse.Namespace) -> int:
                   flush=True)
 
         refresher = IndexRefresher(index, item_loader(settings), settings.mlflow_tracking_uri,
-                                   settings.index_batch_size, on_progress=show)
+                                   settings.index_batch_size, settings.embed_precision, on_progress=show)
         try:
             result = refresher.refresh(args.model)
         except RefreshFailed as error:

@@ -27,7 +27,7 @@ def _search(args: argparse.Namespace) -> int:
         raise SystemExit(f"search: {error}") from None
     with index:
         try:
-            answer = SearchService(index, settings.mlflow_tracking_uri).search(args.query, args.k)
+            answer = SearchService(index, settings.mlflow_tracking_uri, settings.embed_precision).search(args.query, args.k)
         except NoServedVersion as error:
             print(f"search: {error}")
             return 1
