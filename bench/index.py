@@ -84,7 +84,8 @@ def bench_refresh(items: int = 2000, model: str = "minilm", repeats: int = 2) ->
     yield "index_refresh_model", Path(model_path).name
     ours_s, plain_s = [], []
     with MilvusIndex(str(work / "milvus.db"), "bench") as index:
-        refresher = IndexRefresher(index, JsonlCatalogLoader(catalog), None, Settings().index_batch_size)
+        refresher = IndexRefresher(index, JsonlCatalogLoader(catalog), None, Settings().index_batch_size,
+                                   Settings().embed_precision)
         for _ in range(repeats):
             started = time.perf_counter()
             result = refresher.refresh(model_path)
