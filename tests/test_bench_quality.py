@@ -46,8 +46,8 @@ def test_the_bench_runs_on_a_tiny_collection_and_writes_its_result_file(tmp_path
                          "--mined-negatives", "1", "--wise-ft", "0.5", "--results", str(results), "--no-cache"])
     assert code == 0
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
-    for name in ("base_ndcg10", "tuned_ndcg10", "st_mnrl_ndcg10", "bm25_ndcg10", "oracle_ndcg10", "lift_share_mean",
-                 "tuned_ndcg10_mean", "tuned_ndcg10_spread"):
+    for name in ("base_ndcg10", "tuned_ndcg10", "candidate_ndcg10", "st_mnrl_ndcg10", "bm25_ndcg10", "oracle_ndcg10",
+                 "lift_share_mean", "tuned_ndcg10_mean", "tuned_ndcg10_spread", "trainer_lift"):
         assert name in printed, name
     assert printed["regressions_announced"] in ("0", "1") and printed["seeds"] == "1"
 
@@ -58,6 +58,10 @@ def test_the_bench_runs_on_a_tiny_collection_and_writes_its_result_file(tmp_path
     # An announced model is never worse than the base on the bench's own test queries, or it is counted.
     run = record["runs"][0]
     assert run["regression_announced"] == int(bool(run["announced"]) and run["tuned_lift_ndcg10"] < 0)
+    # The trainer's best model is measured whether the gate announced it or not (it is kept in MLflow).
+    if not run["announced"]:
+        assert run["tuned_ndcg10"] == run["base_ndcg10"]
+    assert run["candidate_ndcg10"] != run["base_ndcg10"]
     table = quality.quality_table([results])
     assert table.splitlines()[2].startswith("| tinyset (")
 

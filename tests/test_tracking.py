@@ -64,3 +64,22 @@ def test_superseded_models_are_deleted_and_the_best_is_kept(tracker, tmp_path):
     assert tracker.find_run(experiment_id, "p-high").info.run_id == runs[1].run_id
     assert tracker.latest_model(method).run_id == runs[1].run_id
     assert tracker.latest_model(method, exclude_experiment=experiment_id) is None
+
+
+def test_a_rejected_model_is_kept_and_found_by_its_task_but_never_continued_from(tracker, tmp_path):
+    method = f"method-{uuid.uuid4().hex[:6]}"
+    experiment_id = tracker.experiment_id(iteration_experiment_name(method, "batch-1"))
+    kept = tracker.start_run(experiment_id, "p-kept", {}, {"es.method": method, "es.task_id": "task-old"})
+    tracker.log_model(kept.run_id, _model_dir(tmp_path, "announced earlier"))
+    tracker.end_run(kept.run_id)
+    later = tracker.experiment_id(iteration_experiment_name(method, "batch-2"))
+    turned_down = tracker.start_run(later, "p-new", {}, {"es.method": method, "es.task_id": "task-new"})
+    tracker.log_model(turned_down.run_id, _model_dir(tmp_path, "not better"))
+    tracker.end_run(turned_down.run_id)
+
+    tracker.reject_model(turned_down.run_id)
+
+    assert tracker.rejected_model("task-new").run_id == turned_down.run_id
+    assert tracker.rejected_model("task-old") is None
+    assert [a.path for a in tracker.client.list_artifacts(turned_down.run_id)] == ["model"]
+    assert tracker.latest_model(method).run_id == kept.run_id

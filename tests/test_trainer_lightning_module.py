@@ -111,10 +111,11 @@ def test_a_new_loss_is_one_class_and_one_registry_line(tiny_path, monkeypatch):
 
 def test_gradient_caching_takes_the_same_step_as_one_big_batch(tiny_path):
     # Without dropout (whose masks depend on the chunking) the chunked step is the same step, up to
-    # float error: the loss sees the same embeddings and the same gradients flow back.
+    # float error: the loss sees the same embeddings and the same gradients flow back. In float32:
+    # bf16 rounding differs with each chunk's padding.
     params = FineTuningParams(query_lr=1e-3)
-    plain = without_dropout(EmbeddingTowers.load(tiny_path, device="cpu"))
-    cached = without_dropout(EmbeddingTowers.load(tiny_path, device="cpu"))
+    plain = without_dropout(EmbeddingTowers.load(tiny_path, device="cpu", train_precision="fp32"))
+    cached = without_dropout(EmbeddingTowers.load(tiny_path, device="cpu", train_precision="fp32"))
     train(plain, params, steps=2)
     train(cached, params, steps=2, grad_cache_chunk=3)
     for (name, a), (_, b) in zip(plain.query_tower.named_parameters(), cached.query_tower.named_parameters()):

@@ -64,6 +64,8 @@ class TrainingSettings:
     early_stopping_patience: int | None = None  # validations without improvement before training stops
     progress_bar: bool = False
     accelerator: str | None = None  # None: "cuda" when available, else "cpu"
+    precision: str = "auto"  # of training steps: "fp32", "bf16" (mixed) or "auto" (trainer.precision)
+    embed_precision: str = "auto"  # of validation, mining and judgement embeddings
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> TrainingSettings:
@@ -185,7 +187,8 @@ def fine_tune(
     device = "cuda" if accelerator in ("cuda", "gpu") else "cpu"
     monitor = settings.monitor
     with _quiet_lightning():
-        towers = EmbeddingTowers.load(base_model, same_query_and_items=settings.same_query_and_items, device=device)
+        towers = EmbeddingTowers.load(base_model, same_query_and_items=settings.same_query_and_items, device=device,
+                                      embed_precision=settings.embed_precision, train_precision=settings.precision)
         towers.freeze_layers(params.num_fixed_layers)
         start_state = {k: v.detach().to("cpu", copy=True) for k, v in towers.state_dict().items()}
 

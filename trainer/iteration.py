@@ -118,7 +118,9 @@ class _Iteration:
         sessions = self._batch_sessions()
         builder = self._builder(plugin, sessions)
         settings = builder.fine_tuning_settings
-        training = TrainingSettings.from_settings(settings, **self.runner.training_overrides)
+        training = TrainingSettings.from_settings(settings, **{
+            "precision": self.runner.settings.train_precision, "embed_precision": self.runner.settings.embed_precision,
+            **self.runner.training_overrides})
         propensity = self._propensity(sessions)
         test_queries = held_out_queries(split_for(sessions, training).test, propensity)
         gate = GateSettings.from_settings(self.runner.settings)
@@ -340,7 +342,10 @@ class _Iteration:
         tracker.log_metrics(best.run_id, {f"judgement_{k}": float(v) for k, v in judgement.as_fields().items()}, step=0)
         if not judgement.announce:
             # The next iteration should start from the model that is still the best one.
-            tracker.delete_model(best.run_id)
+            if self.runner.settings.keep_rejected_models:
+                tracker.reject_model(best.run_id)
+            else:
+                tracker.delete_model(best.run_id)
             shutil.rmtree(self.work_dir / "best", ignore_errors=True)
             return TaskResult(f"no better model: {judgement.reason} ({judgement.summary()}); nothing announced",
                               judgement=judgement.as_task_judgement())
@@ -363,13 +368,15 @@ class _Iteration:
 
         same = inputs.training.same_query_and_items
         evaluator = CatalogEvaluator({"test": test_queries}, sorted(inputs.texts), inputs.texts)
-        base_towers = EmbeddingTowers.load(inputs.start_model, same_query_and_items=same, device="cpu")
+        precision = inputs.training.embed_precision
+        base_towers = EmbeddingTowers.load(inputs.start_model, same_query_and_items=same, device="cpu",
+                                           embed_precision=precision)
         evaluator.set_baseline(evaluator.embed(base_towers))
         base = evaluator.per_query(evaluator.baseline, "test")
         del base_towers
         self._check_stop()
-        tuned = evaluator.per_query(evaluator.embed(EmbeddingTowers.load(model_dir, same_query_and_items=same,
-                                                                         device="cpu")), "test")
+        tuned = evaluator.per_query(evaluator.embed(EmbeddingTowers.load(
+            model_dir, same_query_and_items=same, device="cpu", embed_precision=precision)), "test")
         tested = {side: {f"test_{k}": v for k, v in mean_of(found).items()}
                         for side, found in (("base", base), ("tuned", tuned))}
         judgement = judge(base, tuned, inputs.training.metric, gate, {q.key: sorted(q.gains) for q in test_queries})

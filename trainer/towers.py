@@ -20,22 +20,29 @@ import torch
 from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
 
+from trainer.precision import autocast
+
 log = logging.getLogger(__name__)
 
 TOWERS_FILE = "towers.json"
 
 
 class EmbeddingTowers(nn.Module):
-    def __init__(self, query: SentenceTransformer, items: SentenceTransformer | None = None):
+    def __init__(self, query: SentenceTransformer, items: SentenceTransformer | None = None,
+                 embed_precision: str = "auto", train_precision: str = "auto"):
         super().__init__()
         self.query_tower = query
+        # trainer.precision: of embed_* (no gradient) and of encode_* (training; weights stay float32).
+        self.embed_precision = embed_precision
+        self.train_precision = train_precision
         # A shared model is registered once, so state_dict and the optimizer see each weight once.
         if items is not None:
             self.items_tower_module = items
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, *, same_query_and_items: bool = True, device: str | None = None) -> EmbeddingTowers:
+    def load(cls, path: str | Path, *, same_query_and_items: bool = True, device: str | None = None,
+             embed_precision: str = "auto", train_precision: str = "auto") -> EmbeddingTowers:
         """Load a saved model: a SentenceTransformer folder (split into copies when separate towers
         are asked for), or a folder saved by ``save`` with separate towers."""
         path = Path(path)
@@ -43,9 +50,9 @@ class EmbeddingTowers(nn.Module):
             if same_query_and_items:
                 raise ValueError(f"{path} holds separate query and items towers; cannot load them as one")
             query = SentenceTransformer(str(path / "query"), device=device)
-            return cls(query, SentenceTransformer(str(path / "items"), device=device))
+            return cls(query, SentenceTransformer(str(path / "items"), device=device), embed_precision, train_precision)
         query = SentenceTransformer(str(path), device=device)
-        return cls(query, None if same_query_and_items else copy.deepcopy(query))
+        return cls(query, None if same_query_and_items else copy.deepcopy(query), embed_precision, train_precision)
 
     @property
     def shared(self) -> bool:
@@ -83,20 +90,24 @@ class EmbeddingTowers(nn.Module):
 
     # --- encoding -------------------------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str]) -> Tensor:
-        """Embeddings with gradient, in the towers' current train/eval mode."""
-        return _forward(self.query_tower, texts)
+        """Embeddings with gradient (float32 rows, the forward at ``train_precision``), in the towers'
+        current train/eval mode."""
+        with autocast(self.device.type, self.train_precision):
+            return _forward(self.query_tower, texts).float()
 
     def encode_items(self, texts: Sequence[str]) -> Tensor:
-        return _forward(self.items_tower, texts)
+        with autocast(self.device.type, self.train_precision):
+            return _forward(self.items_tower, texts).float()
 
     @torch.no_grad()
     def embed_queries(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
-        """Evaluation embeddings: no gradient, dropout off, in batches; the mode is restored after."""
-        return _embed(self.query_tower, texts, batch_size)
+        """Evaluation embeddings (float32 rows): no gradient, dropout off, length-sorted batches at
+        ``embed_precision``; the mode is restored after."""
+        return _embed(self.query_tower, texts, batch_size, self.embed_precision)
 
     @torch.no_grad()
     def embed_items(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
-        return _embed(self.items_tower, texts, batch_size)
+        return _embed(self.items_tower, texts, batch_size, self.embed_precision)
 
     # --- saving -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -142,15 +153,20 @@ def _forward(tower: SentenceTransformer, texts: Sequence[str]) -> Tensor:
     return tower(_features(tower, texts))["sentence_embedding"]
 
 
-def _embed(tower: SentenceTransformer, texts: Sequence[str], batch_size: int) -> Tensor:
+def _embed(tower: SentenceTransformer, texts: Sequence[str], batch_size: int, precision: str) -> Tensor:
+    device = next(tower.parameters()).device
+    if not texts:
+        return torch.empty((0, tower.get_embedding_dimension() or 0), device=device)
+    # Texts of similar length share a batch, so little of it is padding; rows go back in input order.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     was_training = tower.training
     tower.eval()
     try:
-        chunks = [
-            _forward(tower, texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)
-        ]
+        with autocast(device.type, precision):
+            chunks = [_forward(tower, [texts[i] for i in order[start:start + batch_size]]).float()
+                      for start in range(0, len(order), batch_size)]
     finally:
         tower.train(was_training)
-    if not chunks:
-        return torch.empty((0, tower.get_embedding_dimension() or 0), device=next(tower.parameters()).device)
-    return torch.cat(chunks)
+    vectors = torch.empty((len(texts), chunks[0].shape[1]), dtype=torch.float32, device=chunks[0].device)
+    vectors[torch.tensor(order, device=vectors.device)] = torch.cat(chunks)
+    return vectors

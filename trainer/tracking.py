@@ -22,7 +22,7 @@ INITIAL_EXPERIMENT = "iteration / initial"
 INITIAL_RUN = "initial_model"
 MODEL_ARTIFACT = "model"
 TAG_PARAMS_ID = "es.params_id"
-TAG_MODEL = "es.model"  # "uploaded" | "deleted"
+TAG_MODEL = "es.model"  # "uploaded" | "deleted" | "rejected" (kept for a look, never continued from)
 TAG_METHOD = "es.method"
 TAG_BATCH = "es.batch_id"
 TAG_TASK = "es.task_id"
@@ -139,6 +139,18 @@ class ExperimentTracker:
     def log_model(self, run_id: str, model_dir: Path) -> None:
         self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
         self.client.set_tag(run_id, TAG_MODEL, "uploaded")
+
+    def reject_model(self, run_id: str) -> None:
+        """Keep a model the gate did not announce, marked so that no iteration continues from it."""
+        self.client.set_tag(run_id, TAG_MODEL, "rejected")
+
+    def rejected_model(self, task_id: str) -> RunRef | None:
+        """The model a task's gate rejected, when it was kept (``ES_KEEP_REJECTED_MODELS``)."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        runs = self.client.search_runs(
+            experiments, filter_string=f"tags.`{TAG_MODEL}` = 'rejected' and tags.`{TAG_TASK}` = '{task_id}'",
+            max_results=1)
+        return RunRef(runs[0].info.run_id, runs[0].info.experiment_id) if runs else None
 
     def delete_model(self, run_id: str) -> None:
         """Delete a superseded model's artifacts; the run, its params and metrics stay."""

@@ -1,13 +1,14 @@
-"""The index embeds under ES_EMBED_PRECISION: bf16 autocast only where the hardware computes it,
-vectors that still point where float32 ones do."""
+"""Embedding and training precision (ES_EMBED_PRECISION, ES_TRAIN_PRECISION): bf16 autocast only where
+the hardware computes it, vectors that still point where float32 ones do."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from index import models
-from index.models import encode, resolved_precision
+from index.models import encode
+from trainer import precision as precisions
+from trainer.precision import resolved_precision
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,9 @@ def test_bf16_vectors_are_unit_rows_close_to_float32(tiny):
 
 
 def test_auto_takes_bf16_on_a_cpu_only_where_it_computes_bf16(monkeypatch):
-    monkeypatch.setattr(models, "_cpu_computes_bf16", lambda: True)
+    monkeypatch.setattr(precisions, "_cpu_computes_bf16", lambda: True)
     assert resolved_precision("cpu") == "bf16"
-    monkeypatch.setattr(models, "_cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(precisions, "_cpu_computes_bf16", lambda: False)
     assert resolved_precision("cpu") == "fp32"
     assert resolved_precision("cpu", "bf16") == "bf16"  # asked for explicitly, it is used anyway
 
