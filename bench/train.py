@@ -31,7 +31,11 @@ Figures:
   trained per second by ours, over the window (all triples but the first batch's, divided by the
   window);
 - ``st_trainer_pairs_per_s``: the same for sentence-transformers' trainer;
+- ``train_precision``: ours trains at ``ES_TRAIN_PRECISION`` (bf16 mixed precision where the hardware
+  computes bf16); sentence-transformers' trainer at its default, float32;
 - ``train_speedup``: the first divided by the second (> 1: ours is faster);
+- ``st_trainer_bf16_pairs_per_s`` / ``train_speedup_vs_st_bf16`` (when ours runs bf16): the same
+  trainer with ``bf16=True``, the like-for-like comparison;
 - ``train_texts_per_step`` / ``st_trainer_texts_per_step``: texts through the transformer per step
   (ours encodes each distinct query, positive and negative of a batch once; MNRL encodes its three
   columns in full), the work behind the rates;
@@ -99,12 +103,21 @@ def bench_train(
         yield "train_pairs", len(data.triples)
         yield "train_repeats", repeats
         yield "train_threads", torch.get_num_threads()
+        from schemas.settings import Settings
+        from trainer.precision import resolved_precision
+
+        precision = resolved_precision(torch.device(device).type, Settings().train_precision)
+        yield "train_precision", precision
 
         ours: list[Timed] = []
         theirs: list[Timed] = []
+        theirs_bf16: list[Timed] = []
         for repeat in range(repeats):  # alternated, so that a slow spell of the machine hits all
             ours.append(_time_ours(model_path, data, device, workdir / f"ours{repeat}"))
             theirs.append(_time_sentence_transformers(model_path, data, device, workdir / f"st{repeat}"))
+            if precision == "bf16":
+                theirs_bf16.append(_time_sentence_transformers(model_path, data, device, workdir / f"stbf{repeat}",
+                                                               bf16=True))
         best, best_theirs = _best(ours), _best(theirs)
         yield "train_wall_s", best.wall_s
         yield "train_texts_per_step", best.texts_per_step
@@ -113,6 +126,10 @@ def bench_train(
         yield "st_trainer_texts_per_step", best_theirs.texts_per_step
         yield "st_trainer_pairs_per_s", best_theirs.pairs_per_s
         yield "train_speedup", best.pairs_per_s / best_theirs.pairs_per_s
+        if theirs_bf16:  # the same trainer told to use bf16 as well: the like-for-like comparison
+            best_bf16 = _best(theirs_bf16)
+            yield "st_trainer_bf16_pairs_per_s", best_bf16.pairs_per_s
+            yield "train_speedup_vs_st_bf16", best.pairs_per_s / best_bf16.pairs_per_s
 
 
 def _best(runs: list[Timed]) -> Timed:
@@ -305,6 +322,7 @@ class _TextCounter:
 
 
 def _time_ours(model_path: Path, data: BenchData, device: str, output_dir: Path) -> Timed:
+    from schemas.settings import Settings
     from trainer.fine_tune import TrainingSettings, fine_tune
     from trainer.params import FineTuningParams
     from trainer.towers import EmbeddingTowers
@@ -325,7 +343,7 @@ def _time_ours(model_path: Path, data: BenchData, device: str, output_dir: Path)
     settings = TrainingSettings(
         loss="in_batch_contrastive", epochs=1, batch_size=data.batch_size, test_fraction=0.0,
         validation_fraction=TEST_FRACTION,
-        seed=SEED, accelerator=device,
+        seed=SEED, accelerator=device, precision=Settings().train_precision,
     )
     started = time.perf_counter()
     EmbeddingTowers.load = classmethod(load)
@@ -340,7 +358,8 @@ def _time_ours(model_path: Path, data: BenchData, device: str, output_dir: Path)
     return Timed(clock.pairs_per_s(data), wall, counter.texts / data.steps)
 
 
-def _time_sentence_transformers(model_path: Path, data: BenchData, device: str, output_dir: Path) -> Timed:
+def _time_sentence_transformers(model_path: Path, data: BenchData, device: str, output_dir: Path,
+                                bf16: bool = False) -> Timed:
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
@@ -384,6 +403,7 @@ def _time_sentence_transformers(model_path: Path, data: BenchData, device: str, 
                 max_grad_norm=1.0,
                 seed=SEED,
                 use_cpu=not device.startswith("cuda"),
+                bf16=bf16,
                 eval_strategy="no",
                 save_strategy="no",
                 logging_strategy="no",
