@@ -25,9 +25,14 @@ Figures (``name: value`` lines, as ``make bench``): ``base_ndcg10``, ``tuned_ndc
 ``st_mnrl_ndcg10``, ``bm25_ndcg10`` and the same four with ``recall10``; then the data and time
 behind them; progress goes to stderr.
 
-Defaults (chosen on SciFact, screening at 128 tokens): 4 sessions per training query, examination
-1/rank**0.5, one epoch, learning rate 1e-4 for ours and MNRL alike, a quarter of each session's
-skipped results kept as hard negatives. ``--max-seq-length`` cuts every text for every model, in
+Defaults: 4 sessions per training query, examination 1/rank**0.5, one epoch, learning rate 1e-4 for
+ours and MNRL alike, a quarter of each session's skipped results kept as hard negatives, batches of
+16, no mined negatives, no WiSE-FT. The recipe was screened with ``--dev`` (a third of SciFact's
+training queries measured on, its test queries unused; ``bench/results/dev/scifact-*.json``): three
+epochs, mined negatives, lr 5e-5 and batches of 64 with gradient caching each measured below one
+epoch at 1e-4, and WiSE-FT mixes did not validate better than the tuned weights. ``candidate_ndcg10``
+is the trainer's best model measured whether or not its gate announced it (the bench keeps rejected
+models, ``ES_KEEP_REJECTED_MODELS``), which tells a weak recipe from a gate that could not see a lift. ``--max-seq-length`` cuts every text for every model, in
 training and in search alike; on a CPU it defaults to 128 tokens (a SciFact run then takes about a
 quarter of an hour on two cores instead of about an hour at MiniLM's 256), on a GPU to the model's
 own. Training at one length and searching at another is not offered: a model tuned on 128-token
