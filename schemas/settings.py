@@ -125,8 +125,8 @@ class Settings(BaseSettings):
     train_batch_size: int = Field(16, ge=1, description="Training triples (query, positive, negatives) per step.")
     train_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Precision of training steps: `bf16` is mixed precision (bfloat16 autocast, float32 "
-        "weights; a MiniLM step took 0.76 s instead of 1.5 s on an AVX-512 BF16 CPU); `auto` takes it where the CPU or "
-        "GPU computes bf16 natively, float32 elsewhere.",
+        "weights; 1.6x the pairs/s of float32 on an AVX-512 BF16 CPU, bench/results/train.txt); `auto` takes it where "
+        "the CPU or GPU computes bf16 natively, float32 elsewhere.",
     )
     train_test_fraction: float = Field(
         0.2, gt=0, lt=1, description="Share of a batch's distinct queries (by a hash of the normalised text) held "
@@ -175,8 +175,9 @@ class Settings(BaseSettings):
     index_batch_size: int = Field(256, ge=1, description="Items embedded and written per step of an index refresh.")
     embed_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Precision of every embedding made without gradient: the index's catalog and queries, the "
-        "trainer's validation, mining and judgement. `bf16` runs the model under bfloat16 autocast (2.9x faster on an "
-        "AVX-512 BF16 CPU, cosine to float32 vectors >= 0.99997); `auto` takes it where the CPU or GPU computes bf16 "
+        "trainer's validation, mining and judgement. `bf16` runs the model under bfloat16 autocast (twice the items/s "
+        "of a float32 index refresh on an AVX-512 BF16 CPU, cosine to float32 vectors >= 0.99997, bench/results/"
+        "index.txt); `auto` takes it where the CPU or GPU computes bf16 "
         "natively, float32 elsewhere.",
     )
     search_host: str = Field("127.0.0.1", description="Address the search endpoint listens on.")

@@ -1,10 +1,11 @@
 """Numeric precision of the model's forward passes: float32, or bfloat16 autocast where the hardware
 computes bf16 natively.
 
-Measured on this project's 2-core AVX-512 BF16 CPU with all-MiniLM-L6-v2: embedding runs 2.9x faster
-under bf16 autocast and every vector stays within cosine 0.99997 of its float32 twin
-(``bench/results/index.txt``); a training step (forward and backward, 16 queries and 32 items of 128
-tokens) takes 0.76 s instead of 1.5 s. Weights and optimiser state stay float32 ("mixed" precision).
+Measured on this project's 2-core AVX-512 BF16 CPU with all-MiniLM-L6-v2: an index refresh embeds twice
+the items per second of float32 ``SentenceTransformer.encode`` and every vector stays within cosine
+0.99997 of its float32 twin (``bench/results/index.txt``); training runs 1.6x the pairs per second of
+sentence-transformers' trainer in float32 (``bench/results/train.txt``). Weights and optimiser state
+stay float32 ("mixed" precision).
 Where bf16 would be emulated (an older CPU, a GPU without it) "auto" keeps float32, which is faster there.
 """
 
