@@ -82,10 +82,11 @@ def bench_refresh(items: int = 2000, model: str = "minilm", repeats: int = 2) ->
     dim = ours_model.get_embedding_dimension()
     yield "index_refresh_items", items
     yield "index_refresh_model", Path(model_path).name
+    settings = Settings()
     ours_s, plain_s = [], []
     with MilvusIndex(str(work / "milvus.db"), "bench") as index:
-        refresher = IndexRefresher(index, JsonlCatalogLoader(catalog), None, Settings().index_batch_size,
-                                   Settings().embed_precision)
+        refresher = IndexRefresher(index, JsonlCatalogLoader(catalog), None, settings.index_batch_size,
+                                   settings.embed_precision)
         for _ in range(repeats):
             started = time.perf_counter()
             result = refresher.refresh(model_path)
@@ -105,11 +106,11 @@ def bench_refresh(items: int = 2000, model: str = "minilm", repeats: int = 2) ->
     yield "st_encode_insert_items_per_s", items / min(plain_s)
     yield "index_refresh_ratio", min(plain_s) / min(ours_s)
     # What the refresh's precision costs: its vectors against plain float32 encode, text by text.
-    from index.models import encode, resolved_precision
+    from index.models import encode
+    from trainer.precision import resolved_precision
 
-    precision = Settings().embed_precision
-    ours_vectors = encode(ours_model, texts, precision=precision)
-    yield "index_refresh_precision", resolved_precision(ours_model.device.type, precision)
+    ours_vectors = encode(ours_model, texts, precision=settings.embed_precision)
+    yield "index_refresh_precision", resolved_precision(ours_model.device.type, settings.embed_precision)
     yield "index_refresh_cosine_to_fp32_min", f"{float(np.min(np.sum(ours_vectors * vectors, axis=1))):.6f}"
 
 

@@ -113,7 +113,7 @@ def bench_train(
         theirs: list[Timed] = []
         theirs_bf16: list[Timed] = []
         for repeat in range(repeats):  # alternated, so that a slow spell of the machine hits all
-            ours.append(_time_ours(model_path, data, device, workdir / f"ours{repeat}"))
+            ours.append(_time_ours(model_path, data, device, workdir / f"ours{repeat}", precision))
             theirs.append(_time_sentence_transformers(model_path, data, device, workdir / f"st{repeat}"))
             if precision == "bf16":
                 theirs_bf16.append(_time_sentence_transformers(model_path, data, device, workdir / f"stbf{repeat}",
@@ -321,8 +321,7 @@ class _TextCounter:
         setattr(owner, attribute, preprocess)
 
 
-def _time_ours(model_path: Path, data: BenchData, device: str, output_dir: Path) -> Timed:
-    from schemas.settings import Settings
+def _time_ours(model_path: Path, data: BenchData, device: str, output_dir: Path, precision: str) -> Timed:
     from trainer.fine_tune import TrainingSettings, fine_tune
     from trainer.params import FineTuningParams
     from trainer.towers import EmbeddingTowers
@@ -343,7 +342,7 @@ def _time_ours(model_path: Path, data: BenchData, device: str, output_dir: Path)
     settings = TrainingSettings(
         loss="in_batch_contrastive", epochs=1, batch_size=data.batch_size, test_fraction=0.0,
         validation_fraction=TEST_FRACTION,
-        seed=SEED, accelerator=device, precision=Settings().train_precision,
+        seed=SEED, accelerator=device, precision=precision,
     )
     started = time.perf_counter()
     EmbeddingTowers.load = classmethod(load)

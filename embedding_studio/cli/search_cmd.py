@@ -27,7 +27,8 @@ def _search(args: argparse.Namespace) -> int:
         raise SystemExit(f"search: {error}") from None
     with index:
         try:
-            answer = SearchService(index, settings.mlflow_tracking_uri, settings.embed_precision).search(args.query, args.k)
+            service = SearchService(index, settings.mlflow_tracking_uri, settings.embed_precision)
+            answer = service.search(args.query, args.k)
         except NoServedVersion as error:
             print(f"search: {error}")
             return 1

@@ -42,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
           f"{'to ' + settings.topics().clickstream.name if producer else 'not logged'})", flush=True)
     start_metrics_server(settings, "search")
     with index:
-        uvicorn.run(create_app(index, settings.mlflow_tracking_uri, producer, settings.embed_precision), host=settings.search_host, port=port,
+        app = create_app(index, settings.mlflow_tracking_uri, producer, settings.embed_precision)
+        uvicorn.run(app, host=settings.search_host, port=port,
                     log_level=settings.log_level.lower(), log_config=None)  # None: our handler, ES_LOG_FORMAT
     return 0
