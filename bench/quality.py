@@ -415,17 +415,22 @@ def _through_the_pipeline(data: Dataset, train_ids: list[str], base, base_index,
 
 
 def _grid(options: Options) -> dict[str, list]:
-    rates = [options.lr] if options.trials == 1 else sorted({options.lr / 2, options.lr, options.lr * 2})
-    return {
-        "num_fixed_layers": [0],
-        "query_lr": rates,
-        "items_lr": rates[:1],
-        "query_weight_decay": [0.01],
-        "items_weight_decay": [0.01],
-        "margin": [0.1],
-        "not_irrelevant_only": [True],
-        "negative_downsampling": [options.negative_downsampling],
-    }
+    """The shipped default method's search space, with the bench's learning rate and negative share as the
+    first values: the first trial trains them, and ``--trials`` above one explores the rest of that space."""
+    grid = shipped_grid()
+    grid["query_lr"] = _first(options.lr, grid["query_lr"])
+    grid["negative_downsampling"] = _first(options.negative_downsampling, grid["negative_downsampling"])
+    return grid
+
+
+def shipped_grid() -> dict[str, list]:
+    from plugins.default_fine_tuning_method import initial_params
+
+    return initial_params()
+
+
+def _first(value: object, choices: list) -> list:
+    return [value] + [choice for choice in choices if choice != value]
 
 
 def _status_reporter(say):
@@ -539,9 +544,11 @@ def write_results(path: Path, dataset: str, runs: list[dict[str, object]], summa
 
     import torch
 
+    # Seeds added in later sittings (--add) keep their own command lines; the record lists each once.
+    commands = list(dict.fromkeys(str(run["command"]) for run in runs if "command" in run))
     record = {
         "dataset": dataset,
-        "command": "python -m bench.quality " + " ".join(argv),
+        "command": "; ".join(commands) or "python -m bench.quality " + " ".join(argv),
         "git_commit": commit,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
@@ -551,6 +558,22 @@ def write_results(path: Path, dataset: str, runs: list[dict[str, object]], summa
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+def earlier_runs(path: Path, dataset: str, replaced: set[int]) -> list[dict[str, object]]:
+    """The runs a result file already holds, but those of the seeds run again; its own command and
+    commit are kept on each run that lacks them."""
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("dataset") != dataset:
+        raise SystemExit(f"{path} holds dataset {record.get('dataset')!r}, not {dataset!r}: nothing added")
+    runs = []
+    for run in record.get("runs", []):
+        if run.get("seed") in replaced:
+            continue
+        runs.append({"command": record.get("command"), "git_commit": record.get("git_commit"), **run})
+    return runs
 
 
 def quality_table(results: Sequence[Path]) -> str:
@@ -637,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-oracle", action="store_true", help="Skip the oracle (fine-tuned on true judgments).")
     parser.add_argument("--no-mnrl", action="store_true",
                         help="Skip the sentence-transformers MNRL reference (recipe screening on --dev runs).")
+    parser.add_argument("--add", action="store_true",
+                        help="Add these seeds to the result file's runs (same dataset; a seed already there is "
+                        "replaced) and summarise them all: seeds run in separate sittings.")
     parser.add_argument("--results", type=Path, default=None,
                         help="Result file (default bench/results/quality-<dataset>.json).")
     parser.add_argument("--no-cache", action="store_true", help="Do not keep the starting model's corpus embeddings.")
@@ -648,7 +674,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dataset is required (or --readme)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commit = git_commit()
+    command = "python -m bench.quality " + " ".join(argv)
     runs: list[dict[str, object]] = []
+    kept: list[dict[str, object]] = []  # with --add: the result file's runs of other seeds
     for seed in range(args.seed, args.seed + args.seeds):
         options = Options(max_queries=args.max_queries, trials=args.trials, epochs=args.epochs, seed=seed,
                           sessions_per_query=args.sessions_per_query,
@@ -661,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
                           grad_cache_chunk=args.grad_cache_chunk,
                           oracle=not args.no_oracle, mnrl=not args.no_mnrl, dev=args.dev,
                           cache_dir=None if args.no_cache else DEFAULT_CACHE)
-        run: dict[str, object] = {}
+        run: dict[str, object] = {"seed": seed, "command": command, "git_commit": commit}
         print(f"seed: {seed}", flush=True)
         for name, value in bench_quality(args.dataset, options):
             if name.endswith("_s") and isinstance(value, float):
@@ -670,8 +698,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {_format(value)}", flush=True)
         runs.append(run)
         path = args.results or (RESULTS_DIR / "dev" if args.dev else RESULTS_DIR) / f"quality-{runs[0]['dataset']}.json"
+        if args.add and not kept:
+            kept = earlier_runs(path, str(runs[0]["dataset"]), {int(r["seed"]) for r in runs})
+        runs_so_far = sorted(kept + runs, key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
         # Written after every seed: a run stopped in its third hour keeps the seeds it finished.
-        written = write_results(path, str(runs[0]["dataset"]), runs, summarise_seeds(runs), argv, commit)
+        written = write_results(path, str(runs[0]["dataset"]), runs_so_far, summarise_seeds(runs_so_far), argv,
+                                commit)
+    runs = runs_so_far
     for name, value in summarise_seeds(runs).items():
         print(f"{name}: {_format(value)}", flush=True)
     print(f"results: {written}", flush=True)

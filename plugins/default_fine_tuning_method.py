@@ -16,15 +16,21 @@ from trainer.plugins import FineTuningBuilder, FineTuningMethod, FineTuningSetti
 
 # A fresh dict per call: the reference EmbeddingStudio's shared, mutated module-level grid is what we avoid here.
 def initial_params() -> dict[str, list]:
+    """The search space; the first value of each list is the recipe the first trial trains.
+
+    That recipe is what the quality bench measured best on SciFact's dev split (``bench/results/dev``):
+    every layer trained, learning rate 1e-4, weight decay 0.01, a quarter of the skipped results kept as
+    hard negatives, with one epoch (``ES_TRAIN_EPOCHS``). Further trials (``ES_TRAIN_TRIALS``) explore
+    around it, and the validation queries choose among them. Parameters this method never reads (the
+    item tower's, with one shared tower; the margin, which the in-batch contrastive loss has not) are left
+    out, so that no trial is spent on a point that trains the same model as another.
+    """
     return {
         "num_fixed_layers": [0, 2, 4],
-        "query_lr": [1e-5, 2e-5, 5e-5],
-        "items_lr": [1e-5, 2e-5, 5e-5],
-        "query_weight_decay": [0.0, 0.01],
-        "items_weight_decay": [0.0, 0.01],
-        "margin": [0.05, 0.1, 0.2],
+        "query_lr": [1e-4, 5e-5, 2e-5],
+        "query_weight_decay": [0.01, 0.0],
         "not_irrelevant_only": [True],
-        "negative_downsampling": [0.5, 1.0],
+        "negative_downsampling": [0.25, 0.5, 1.0],
     }
 
 

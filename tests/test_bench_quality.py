@@ -71,3 +71,38 @@ def test_the_readme_quality_table_is_the_one_the_committed_results_produce():
     table = quality.quality_table(sorted(quality.RESULTS_DIR.glob("quality-*.json")))
     assert f"{quality.TABLE_BEGIN}\n{table}\n{quality.TABLE_END}" in readme, \
         "README's quality table is stale: run `python -m bench.quality --readme`"
+
+
+def test_the_bench_first_trains_the_shipped_default_methods_recipe():
+    shipped = quality.shipped_grid()
+    measured = quality._grid(quality.Options())
+    assert measured == shipped  # the bench's defaults are the shipped method's first choices, in the same space
+    assert quality.Options.lr == shipped["query_lr"][0]
+    assert quality.Options.negative_downsampling == shipped["negative_downsampling"][0]
+
+
+def test_a_screening_option_becomes_the_first_choice_and_keeps_the_rest_of_the_space():
+    grid = quality._grid(quality.Options(lr=5e-5, negative_downsampling=0.1))
+    assert grid["query_lr"][0] == 5e-5 and sorted(grid["query_lr"]) == sorted(quality.shipped_grid()["query_lr"])
+    assert grid["negative_downsampling"][0] == 0.1
+
+
+def test_seeds_added_in_a_later_sitting_join_the_result_file_and_replace_a_seed_run_again(tmp_path):
+    path = tmp_path / "quality-tinyset.json"
+    first = {"seed": 0, "command": "python -m bench.quality --dataset tinyset --seeds 1", "git_commit": "a",
+             "base_ndcg10": 0.5, "tuned_ndcg10": 0.5, "announced": 0, "regression_announced": 0}
+    quality.write_results(path, "tinyset", [first], quality.summarise_seeds([first]), [], "a")
+
+    kept = quality.earlier_runs(path, "tinyset", replaced={1})
+    second = {**first, "seed": 1, "command": "python -m bench.quality --dataset tinyset --seed 1 --add",
+              "git_commit": "b", "tuned_ndcg10": 0.7}
+    quality.write_results(path, "tinyset", kept + [second], quality.summarise_seeds(kept + [second]), [], "b")
+
+    record = json.loads(path.read_text())
+    assert [run["seed"] for run in record["runs"]] == [0, 1] and record["summary"]["seeds"] == 2
+    assert record["summary"]["tuned_ndcg10_mean"] == pytest.approx(0.6)
+    assert record["command"] == first["command"] + "; " + second["command"]
+    assert [run["git_commit"] for run in record["runs"]] == ["a", "b"]
+    assert quality.earlier_runs(path, "tinyset", replaced={0, 1}) == []
+    with pytest.raises(SystemExit, match="holds dataset 'tinyset'"):
+        quality.earlier_runs(path, "scifact", replaced=set())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from trainer.params import ExamplesType, FineTuningParams, suggest_params, validate_space
+from trainer.params import ExamplesType, FineTuningParams, first_choices, suggest_params, validate_space
 
 
 def test_defaults_are_a_valid_point_training_on_all_examples():
@@ -114,6 +114,24 @@ def test_an_optuna_trial_picks_each_field_from_the_grid():
     orders = {p.examples_order for p in picked}
     assert orders <= {(ExamplesType.all_examples,), (ExamplesType.soft_all, ExamplesType.hard_all)}
     assert picked[0].items_lr == FineTuningParams().items_lr  # not in the grid: the default
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_first_trial_trains_the_grids_first_choices_whatever_the_sampler_seed(seed):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {
+        "num_fixed_layers": [2, 0, 4],
+        "query_lr": [1e-4, 5e-5, 2e-5],
+        "negative_downsampling": [0.25, 1.0],
+        "examples_order": [["soft_all", "hard_all"], [11]],
+    }
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial(first_choices(space))
+    picked = [suggest_params(study.ask(), space) for _ in range(3)]
+    assert picked[0] == FineTuningParams(num_fixed_layers=2, query_lr=1e-4, negative_downsampling=0.25,
+                                         examples_order=(ExamplesType.soft_all, ExamplesType.hard_all))
 
 
 def test_a_bad_grid_is_refused_before_any_trial():

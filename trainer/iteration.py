@@ -44,7 +44,7 @@ from trainer.judgement import GateSettings, Judgement, judge
 from trainer.lightning_module import ValidationRecord
 from trainer.loaders.cache import CachedItemLoader
 from trainer.ranking_measures import higher_is_better
-from trainer.params import FineTuningParams, suggest_params, validate_space
+from trainer.params import FineTuningParams, first_choices, suggest_params, validate_space
 from trainer.plugin_loader import UnknownMethod, discover_plugins
 from trainer.propensity import Propensity, estimate_propensity
 from trainer.plugins import FineTuningBuilder, FineTuningMethod, PluginContext
@@ -233,6 +233,7 @@ class _Iteration:
             sampler=optuna.samplers.TPESampler(seed=inputs.training.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
         )
+        study.enqueue_trial(first_choices(inputs.builder.initial_params))
         best: TrialOutcome | None = None
         tried: dict[str, float | None] = {}  # params id -> value (None: pruned)
         asked = 0

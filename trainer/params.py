@@ -169,6 +169,17 @@ def validate_space(space: SearchSpace) -> None:
                 raise ValueError(f"search space value {name}={choice!r} is invalid: {problems}") from None
 
 
+def first_choices(space: SearchSpace) -> dict[str, Any]:
+    """The grid's first value of every parameter, as Optuna's categorical choices spell it.
+
+    The search asks for this point first: a plugin lists the values it measured best first, so a task
+    of one trial trains that recipe, and further trials explore around it instead of replacing it with
+    a random draw.
+    """
+    validate_space(space)
+    return {name: _order_key(choices[0]) if name == "examples_order" else choices[0] for name, choices in space.items()}
+
+
 def suggest_params(trial: optuna.Trial, space: SearchSpace) -> FineTuningParams:
     """Let an Optuna trial pick one value per field of the grid; fields not in it keep their defaults.
 
