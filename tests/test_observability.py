@@ -186,8 +186,7 @@ def test_the_embedded_system_serves_real_counts_and_search_quality_per_model(tmp
         publisher.status(TaskStatus(task_id="t-status", status=TaskState.processing, seq=1, batch_id="b-x",
                                     fine_tuning_method="m", created_at=utc_now(),
                                     progress=TaskProgress(stage="training", fraction=0.4)))
-        publisher.flush(10)
-        del publisher
+        publisher.close()
         monkeypatch.setenv("ES_DATA_DIR", str(system.settings.data_dir))
         monkeypatch.setenv("ES_KAFKA_BOOTSTRAP", system.bootstrap)
         assert main(["status", "--timeout", "20"]) == 0

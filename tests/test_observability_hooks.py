@@ -38,7 +38,7 @@ def test_every_status_the_trainer_publishes_counts_in_its_task_metrics(kafka_boo
     for seq, state in enumerate((TaskState.pending, TaskState.processing, TaskState.error)):
         publisher.status(TaskStatus(task_id="t-hook", status=state, seq=seq, fine_tuning_method="m",
                                     created_at=created))
-    publisher.flush(10)
+    publisher.close()
     assert _value("es_trainer_task_transitions_total", state="error") == before + 1
     assert _value("es_trainer_task_duration_seconds_count", state="error") >= 1
 

@@ -41,7 +41,8 @@ def trainer(kafka_bootstrap: str, system: TopicRegistry):
         ))
         publisher.flush(10)
 
-    return publish
+    yield publish
+    publisher.close()
 
 
 class Background:

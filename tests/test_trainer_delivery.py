@@ -41,7 +41,7 @@ def test_an_event_the_broker_never_acknowledges_raises_instead_of_passing_for_de
         publisher.status(_status("while-up"))  # acknowledged: returns
     finally:
         broker.stop()
-    with pytest.raises(PublishFailed, match="not acknowledged by the broker after 2 attempt"):
+    with publisher, pytest.raises(PublishFailed, match="not acknowledged by the broker after 2 attempt"):
         publisher.status(_status("after-the-broker-died"))
 
 

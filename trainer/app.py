@@ -39,6 +39,7 @@ class Trainer:
             self.close()
 
     def close(self) -> None:
+        self.publisher.close()
         self.tasks.close()
         self.sessions.close()
 
