@@ -564,8 +564,8 @@ def write_results(path: Path, dataset: str, runs: list[dict[str, object]], summa
 
 
 def earlier_runs(path: Path, dataset: str, replaced: set[int]) -> list[dict[str, object]]:
-    """The runs a result file already holds, but those of the seeds run again; its own command and
-    commit are kept on each run that lacks them."""
+    """The runs a result file already holds, but those of the seeds run again; its own command, commit
+    and note are kept on each run that lacks them."""
     if not path.is_file():
         return []
     record = json.loads(path.read_text(encoding="utf-8"))
@@ -575,7 +575,8 @@ def earlier_runs(path: Path, dataset: str, replaced: set[int]) -> list[dict[str,
     for run in record.get("runs", []):
         if run.get("seed") in replaced:
             continue
-        runs.append({"command": record.get("command"), "git_commit": record.get("git_commit"), **run})
+        carried = {name: record[name] for name in ("command", "git_commit", "note") if name in record}
+        runs.append({**carried, **run})
     return runs
 
 

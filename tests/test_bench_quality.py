@@ -92,6 +92,8 @@ def test_seeds_added_in_a_later_sitting_join_the_result_file_and_replace_a_seed_
     first = {"seed": 0, "command": "python -m bench.quality --dataset tinyset --seeds 1", "git_commit": "a",
              "base_ndcg10": 0.5, "tuned_ndcg10": 0.5, "announced": 0, "regression_announced": 0}
     quality.write_results(path, "tinyset", [first], quality.summarise_seeds([first]), [], "a")
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "note": "run while a test suite shared the CPU"}))
 
     kept = quality.earlier_runs(path, "tinyset", replaced={1})
     second = {**first, "seed": 1, "command": "python -m bench.quality --dataset tinyset --seed 1 --add",
@@ -103,6 +105,7 @@ def test_seeds_added_in_a_later_sitting_join_the_result_file_and_replace_a_seed_
     assert record["summary"]["tuned_ndcg10_mean"] == pytest.approx(0.6)
     assert record["command"] == first["command"] + "; " + second["command"]
     assert [run["git_commit"] for run in record["runs"]] == ["a", "b"]
+    assert record["runs"][0]["note"] == "run while a test suite shared the CPU" and "note" not in record["runs"][1]
     assert quality.earlier_runs(path, "tinyset", replaced={0, 1}) == []
     with pytest.raises(SystemExit, match="holds dataset 'tinyset'"):
         quality.earlier_runs(path, "scifact", replaced=set())
