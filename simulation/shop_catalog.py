@@ -11,16 +11,24 @@ it is mediocre here; clicks teach it.
 The held-out queries (``split``) use the same slang terms in attribute combinations no training
 query has, so what they measure is whether the slang was learnt, not whether queries were memorised.
 Everything is deterministic: the same file gives the same items, queries and split.
+
+``python -m simulation.shop_catalog DIR`` writes the shop as a BEIR-layout collection (the training
+queries as ``qrels_train.tsv``, the held-out ones as ``qrels_test.tsv``), so that the quality bench
+measures a product-search collection beside SciFact and Cranfield:
+``python -m bench.quality --dataset DIR``.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import random
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
+from pathlib import Path
 
 from simulation.user_simulator import SimQuery
 
@@ -126,3 +134,38 @@ def load_shop() -> ShopCatalog:
 
 def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def write_beir(shop: ShopCatalog, folder: Path, *, seed: int = 0) -> Path:
+    """The shop as a BEIR-layout folder: its items, every query, and the split's two sides as qrels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train, held_out = shop.split(seed=seed)
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as out:
+        for item in shop.items:
+            out.write(json.dumps({"_id": item.object_id, "title": "", "text": item.text}) + "\n")
+    with (folder / "queries.jsonl").open("w", encoding="utf-8") as out:
+        for query in shop.queries:
+            out.write(json.dumps({"_id": query.query_id, "text": query.text}) + "\n")
+    for name, side in (("qrels_train.tsv", train), ("qrels_test.tsv", held_out)):
+        with (folder / name).open("w", encoding="utf-8") as out:
+            out.write("query-id\tcorpus-id\tscore\n")
+            for query in side:
+                out.writelines(f"{query.query_id}\t{object_id}\t1\n" for object_id in sorted(query.relevant))
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulation.shop_catalog",
+                                     description="Write the demo's shop as a BEIR-layout collection for the quality "
+                                     "bench (python -m bench.quality --dataset DIR).")
+    parser.add_argument("folder", type=Path, help="Folder to write (created; its files are overwritten).")
+    args = parser.parse_args(argv)
+    shop = load_shop()
+    folder = write_beir(shop, args.folder)
+    train, held_out = shop.split()
+    print(f"{folder}: {len(shop.items)} items, {len(train)} training and {len(held_out)} held-out queries")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

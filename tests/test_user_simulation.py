@@ -13,7 +13,7 @@ import torch
 from bench.bm25 import BM25
 from simulation.click_model import PositionBiasedClickModel
 from ingest.producer import validate_event
-from simulation.shop_catalog import load_shop
+from simulation.shop_catalog import load_shop, write_beir
 from simulation.user_simulator import SimQuery, clicked_pairs, simulate_sessions, summarise
 from schemas.clickstream import Interaction, MarkIrrelevant, SearchSession, SessionEnd
 from trainer.retrieval_eval import CorpusIndex, score_rankings
@@ -56,6 +56,18 @@ def test_the_shop_holds_out_new_combinations_of_known_slang():
     for query in held_out:
         assert query.relevant and all(shop.items[int(i[4:]) - 1].category == query.category for i in query.relevant)
     assert shop.split() == (train, held_out)
+
+
+def test_the_shop_exported_as_a_beir_collection_reads_back_as_the_same_split(tmp_path):
+    from bench.quality import load_dataset
+
+    shop = load_shop()
+    train, held_out = shop.split()
+    data = load_dataset(write_beir(shop, tmp_path / "shop"))
+    assert data.split == "official train/test qrels" and len(data.ids) == len(shop.items)
+    assert {q: set(j) for q, j in data.test.items()} == {q.query_id: set(q.relevant) for q in held_out}
+    assert set(data.train) == {q.query_id for q in train} and not set(data.train) & set(data.test)
+    assert data.texts[data.ids.index(shop.items[0].object_id)] == shop.items[0].text
 
 
 def test_simulated_sessions_are_valid_clickstream_and_replay_with_their_seed():

@@ -107,16 +107,9 @@ class TrainerThread:
         return self.thread.is_alive()
 
     def __exit__(self, *exc: object) -> None:
+        # The trainer closes its Kafka producer as it stops (Trainer.close), before the broker goes.
         self.stop.set()
         self.thread.join(timeout=120)
-        if not self.thread.is_alive():
-            # Release the trainer's Kafka producer now: one that outlives the broker (stopped right
-            # after) fills the terminal with librdkafka "Connection refused" lines until exit.
-            import gc
-
-            self.trainer.publisher.flush(10)
-            self.trainer = None
-            gc.collect()
 
 
 class EmbeddedSystem:
