@@ -53,6 +53,10 @@ def test_a_closed_batch_becomes_a_better_model_announced_and_loadable(trainer_ha
     experiment = client.get_experiment_by_name(iteration_experiment_name("Tiny Method", "batch-a"))
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 2
+    # The first trial trains the grid's first choices (Tiny Method lists 1e-3 first; its seeded sampler would
+    # have drawn 5e-4), the second explores the rest.
+    first, second = sorted(runs, key=lambda r: r.info.start_time)
+    assert (float(first.data.params["query_lr"]), float(second.data.params["query_lr"])) == (1e-3, 5e-4)
     kept = [r for r in runs if r.data.tags.get("es.model") == "uploaded"]
     assert [r.info.run_id for r in kept] == [ready.run_id]
 
