@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-quality clean
+.PHONY: install demo test bench bench-quality bench-quality-shop clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(PY) -m bench.quality --dataset "$(DATASET)"
+
+# The demo's shop as a product-search collection (written, not downloaded): bench/results/quality-shop.json.
+SHOP_DIR ?= $(HOME)/.cache/embedding-studio/shop
+bench-quality-shop: $(STAMP)
+	$(PY) -m simulation.shop_catalog "$(SHOP_DIR)"
+	$(PY) -m bench.quality --dataset "$(SHOP_DIR)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
