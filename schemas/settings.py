@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     )
     gate_guard_tolerance: float = Field(
         0.05, ge=0, description="How far the guard metric may fall (absolute). Click-labelled Recall@100 falls by "
-        "0.01-0.03 for models that are better (clicks on wrong items count as lost when a better model drops them), "
+        "up to 0.03 for models that are better (clicks on wrong items count as lost when a better model drops them), "
         "so 0.01 refused real lifts; a model that ruins the catalog loses far more (trainer/judgement.py)."
     )
     keep_rejected_models: bool = Field(

@@ -13,12 +13,12 @@ The guard is labelled by clicks, and every clicked item of a test query was in t
 10, so the starting model's Recall@100 is 1.0 by construction and any change can only lose. A better
 model does lose some: about a sixth of simulated clicks land on wrong items, and a model that has learnt
 pushes some of those out of its top 100. Measured by the quality bench (bench/results), models truly
-better on the queries the bench measures lost 0.000 to 0.031 (the demo's +0.29 nDCG@10 model 0.010, the
-shop's +0.44 model 0.014, SciFact's 0.000 to 0.031), while the models that were worse lost 0.000 to 0.027
-(Cranfield's 0.000): the guard does not tell them apart, the main metric does. At the old tolerance of 0.01 it refused
-the shop's model (lift +0.21, 95% CI +0.17, +0.25; bench/results/guard). The default of 0.05 stops a
-model that drops a twentieth of what users found, as one that ruins the catalog does, and no longer
-stops a model for correcting noisy clicks.
+better on the queries the bench measures lost 0.000 to 0.031 (the demo's +0.29 nDCG@10 model 0.010,
+the shop's +0.44 model 0.014, SciFact's 0.000 to 0.031), while the models that were worse lost 0.000
+to 0.027 (Cranfield's 0.000): the guard does not tell them apart, the main metric does. At the old
+tolerance of 0.01 it refused the shop's model (lift +0.21, 95% CI +0.17, +0.25; bench/results/guard).
+The default of 0.05 stops a model that drops a twentieth of what users found, as one that ruins the
+catalog does, and no longer stops a model for correcting noisy clicks.
 
 A batch without signal (random queries, uniform clicks) gives per-query differences centred on zero,
 so the interval straddles zero and nothing is announced, however lucky the best trial looked.
