@@ -161,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="Folder to write (created; its files are overwritten).")
     args = parser.parse_args(argv)
     shop = load_shop()
-    folder = write_beir(shop, args.folder)
+    try:
+        folder = write_beir(shop, args.folder)
+    except OSError as error:
+        parser.error(f"cannot write the collection to {args.folder}: {error.strerror or error}")
     train, held_out = shop.split()
     print(f"{folder}: {len(shop.items)} items, {len(train)} training and {len(held_out)} held-out queries")
     return 0
