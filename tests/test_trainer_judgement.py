@@ -6,7 +6,8 @@ import random
 
 from trainer.judgement import GateSettings, judge, paired_bootstrap
 
-GATE = GateSettings(confidence=0.95, min_effect=0.01, min_test_queries=30, guard_tolerance=0.01, resamples=1000)
+GATE = GateSettings(confidence=0.95, min_effect=0.01, min_test_queries=30, guard_metric="recall_at_100",
+                    guard_tolerance=0.01, resamples=1000)
 
 
 def per_query(values: list[float], recall: list[float] | None = None) -> dict[str, dict[str, float]]:

@@ -36,12 +36,14 @@ from trainer.ranking_measures import higher_is_better
 
 @dataclass(frozen=True)
 class GateSettings:
-    confidence: float = 0.95
-    min_effect: float = 0.005
-    min_test_queries: int = 30
-    guard_metric: str = "recall_at_100"
-    guard_tolerance: float = 0.05
-    resamples: int = 2000
+    """The gate's thresholds; their defaults are ``Settings``' (``ES_GATE_*``), and live only there."""
+
+    confidence: float
+    min_effect: float
+    min_test_queries: int
+    guard_metric: str
+    guard_tolerance: float
+    resamples: int
     seed: int = 0
 
     @classmethod
