@@ -378,7 +378,7 @@ def _through_the_pipeline(data: Dataset, train_ids: list[str], base, base_index,
         wise=tuple(options.wise_ft_alphas), mined=options.mined_negatives, chunk=options.grad_cache_chunk))
     settings = Settings().model_copy(update={
         "data_dir": work / "es", "kafka_bootstrap": None, "mlflow_tracking_uri": None, "store_url": None,
-        "plugins_path": plugins, "default_fine_tuning_method": METHOD, "base_model": str(model_dir),
+        "plugins_path": str(plugins), "default_fine_tuning_method": METHOD, "base_model": str(model_dir),
         "items_url": catalog.resolve().as_uri(), "batch_max_sessions": len(sessions), "auto_train": True,
         "train_trials": options.trials, "train_epochs": options.epochs, "train_batch_size": options.batch_size,
         "train_test_fraction": options.trainer_test_fraction,
