@@ -16,6 +16,11 @@ Everything is deterministic: the same file gives the same items, queries and spl
 queries as ``qrels_train.tsv``, the held-out ones as ``qrels_test.tsv``), so that the quality bench
 measures a product-search collection beside SciFact and Cranfield:
 ``python -m bench.quality --dataset DIR``.
+
+With ``--plain`` the shoppers name each product as the catalog does ("red insulated down jacket from
+Cairn"): the same items, a starting model that is already good, and little left to learn but which
+colour and brand the query asked for. It is the other kind of product search the bench must handle: a
+small lift to find, where announcing nothing is cheap and announcing a worse model is not.
 """
 
 from __future__ import annotations
@@ -66,8 +71,9 @@ class ShopQuery:
 
 
 class ShopCatalog:
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, *, plain: bool = False):
         self.name: str = data["shop"]
+        self.plain = plain
         self.colours: list[str] = list(data["colours"])
         self.brands: list[str] = list(data["brands"])
         self.categories: list[dict] = list(data["categories"])
@@ -89,10 +95,11 @@ class ShopCatalog:
 
     @cached_property
     def queries(self) -> list[ShopQuery]:
-        """Every slang term alone, with each colour, with each brand, and with each colour and brand."""
+        """Every slang term (or, plain, the item's name) alone, with each colour, with each brand, and with
+        each colour and brand."""
         queries = []
         for category in self.categories:
-            for slang in category["slang"]:
+            for slang in [category["item"]] if self.plain else category["slang"]:
                 for colour in [None, *self.colours]:
                     for brand in [None, *self.brands]:
                         queries.append(self._query(category["key"], slang, colour, brand))
@@ -126,10 +133,11 @@ class ShopCatalog:
         return [q for q in self.queries if q.query_id not in held], held_out
 
 
-def load_shop() -> ShopCatalog:
-    """The shop shipped with the project (``simulation/data/shop_catalog.json``)."""
+def load_shop(*, plain: bool = False) -> ShopCatalog:
+    """The shop shipped with the project (``simulation/data/shop_catalog.json``); ``plain``: its shoppers
+    use the catalog's own names instead of slang."""
     text = resources.files("simulation").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
-    return ShopCatalog(json.loads(text))
+    return ShopCatalog(json.loads(text), plain=plain)
 
 
 def _stable_int(text: str) -> int:
@@ -159,13 +167,16 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Write the demo's shop as a BEIR-layout collection for the quality "
                                      "bench (python -m bench.quality --dataset DIR).")
     parser.add_argument("folder", type=Path, help="Folder to write (created; its files are overwritten).")
+    parser.add_argument("--plain", action="store_true",
+                        help="Shoppers name products as the catalog does, not in slang: a starting model that is "
+                        "already good and a small lift to find.")
     args = parser.parse_args(argv)
-    shop = load_shop()
+    shop = load_shop(plain=args.plain)
+    train, held_out = shop.split()
     try:
         folder = write_beir(shop, args.folder)
     except OSError as error:
         parser.error(f"cannot write the collection to {args.folder}: {error.strerror or error}")
-    train, held_out = shop.split()
     print(f"{folder}: {len(shop.items)} items, {len(train)} training and {len(held_out)} held-out queries")
     return 0
 

@@ -58,6 +58,18 @@ def test_the_shop_holds_out_new_combinations_of_known_slang():
     assert shop.split() == (train, held_out)
 
 
+def test_plain_shoppers_name_the_same_products_as_the_catalog_does():
+    slangy, plain = load_shop(), load_shop(plain=True)
+    assert plain.items == slangy.items
+    names = {category["key"]: category["item"] for category in plain.categories}
+    assert all(query.text.count(names[query.category]) == 1 for query in plain.queries)
+    assert len(plain.queries) == len(slangy.queries) // 2  # one name per category instead of two slang terms
+    wanted = lambda q: (q.category, q.colour, q.brand)  # noqa: E731
+    assert {wanted(q): q.relevant for q in plain.queries} == {wanted(q): q.relevant for q in slangy.queries}
+    train, held_out = plain.split()
+    assert len(held_out) == 3 * len(plain.categories) and not {q.query_id for q in train} & {q.query_id for q in held_out}
+
+
 def test_the_shop_exported_as_a_beir_collection_reads_back_as_the_same_split(tmp_path):
     from bench.quality import load_dataset
 
