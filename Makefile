@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-quality bench-quality-shop clean
+.PHONY: install demo test bench bench-quality bench-quality-shop bench-quality-shop-plain clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ SHOP_DIR ?= $(HOME)/.cache/embedding-studio/shop
 bench-quality-shop: $(STAMP)
 	$(PY) -m simulation.shop_catalog "$(SHOP_DIR)"
 	$(PY) -m bench.quality --dataset "$(SHOP_DIR)"
+
+# The same shop, its shoppers using the catalog's own names: bench/results/quality-shop-plain.json.
+SHOP_PLAIN_DIR ?= $(HOME)/.cache/embedding-studio/shop-plain
+bench-quality-shop-plain: $(STAMP)
+	$(PY) -m simulation.shop_catalog --plain "$(SHOP_PLAIN_DIR)"
+	$(PY) -m bench.quality --dataset "$(SHOP_PLAIN_DIR)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
