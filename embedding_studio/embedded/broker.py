@@ -162,10 +162,21 @@ class TansuBroker:
         return f"no answer on port {port}"
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until the broker exits (it does only when killed); its exit code."""
+        """Block until the broker exits (it does only when killed); its exit code.
+
+        Without a timeout it waits in short slices: a Ctrl-C that the kernel hands to another thread
+        (librdkafka's, after ``ensure_topics``) would leave a single blocking ``waitpid`` asleep, and the
+        ``broker`` command would not stop.
+        """
         if self._process is None:
             raise RuntimeError("the broker is not started")
-        return self._process.wait(timeout)
+        if timeout is not None:
+            return self._process.wait(timeout)
+        while True:
+            try:
+                return self._process.wait(0.25)
+            except subprocess.TimeoutExpired:
+                continue
 
     def stop(self) -> None:
         """Kill the broker and wait for it to be gone; harmless if already stopped."""
