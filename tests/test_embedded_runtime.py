@@ -143,3 +143,36 @@ def test_the_broker_command_prints_its_address_and_stops_on_ctrl_c(tmp_path: Pat
     finally:
         command.kill()
     assert _refuses_connections(bootstrap)
+
+
+def test_waiting_on_the_broker_ends_on_ctrl_c_even_when_another_thread_receives_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # The kernel may hand a process's SIGINT to any of its threads (librdkafka starts several); here it
+    # goes to a helper thread on purpose. The main thread, waiting on the broker, must still stop.
+    script = f"""
+import signal, sys, threading, time
+from pathlib import Path
+from embedding_studio.embedded.broker import TansuBroker
+
+def interrupt_from_another_thread():
+    time.sleep(0.5)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+with TansuBroker(log_path=Path({str(tmp_path / "broker.log")!r})) as broker:
+    print(broker.bootstrap, flush=True)
+    threading.Thread(target=interrupt_from_another_thread).start()
+    try:
+        broker.wait()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+    command = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = command.communicate(timeout=30)
+    finally:
+        command.kill()
+    bootstrap, said = out.split()
+    assert said == "interrupted"
+    assert _refuses_connections(bootstrap)
