@@ -129,8 +129,11 @@ def test_the_broker_command_prints_its_address_and_stops_on_ctrl_c(tmp_path: Pat
     env = {**os.environ, "ES_DATA_DIR": str(tmp_path), "ES_TOPIC_PREFIX": "fg"}
     env.pop("ES_KAFKA_BOOTSTRAP", None)
     cli = "import sys; from embedding_studio.cli import main; sys.exit(main(['broker']))"
+    # Started as from a background job, which inherits SIGINT ignored: Ctrl-C (here `kill -INT`) must
+    # still stop it, whatever the shell that runs the tests did with SIGINT.
     command = subprocess.Popen([sys.executable, "-c", cli], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         first = command.stdout.readline()
         assert first.startswith("broker ready: 127.0.0.1:"), command.stderr.read() if not first else first
@@ -155,6 +158,8 @@ def test_waiting_on_the_broker_ends_on_ctrl_c_even_when_another_thread_receives_
 import signal, sys, threading, time
 from pathlib import Path
 from embedding_studio.embedded.broker import TansuBroker
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even when the test runs in a background job
 
 def interrupt_from_another_thread():
     time.sleep(0.5)

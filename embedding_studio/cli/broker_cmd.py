@@ -26,8 +26,11 @@ def _run(args: argparse.Namespace) -> int:
     from schemas.settings import Settings
 
     settings = Settings()
-    # SIGTERM (systemd, a supervisor, `kill`) stops the broker the same way as Ctrl-C.
+    # SIGTERM (systemd, a supervisor, `kill`) stops the broker the same way as Ctrl-C. SIGINT gets the
+    # handler too: a process started from a background job inherits SIGINT ignored, and Python then
+    # installs no handler of its own, so Ctrl-C (or `kill -INT`) would be lost.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     broker = TansuBroker(port=args.port, log_path=args.log or settings.data_dir / "logs" / "broker.log")
     try:
         with broker:
