@@ -26,7 +26,7 @@ Known bias, on the safe side: users stop after a few clicks, and the items below
 never looked at, yet count as skipped. Where many shown items are equally relevant the estimate then
 prefers the logged order: on the plain-spoken shop a perfect order scores -0.017 against it, while
 truly +0.018 (``python -m bench.gate_bias``, bench/results/gate-bias.txt). It refuses better models
-there; it does not favour worse ones.
+there; while the clicks come from the starting model's own results it does not favour worse ones.
 
 and, secondary, what the reference EmbeddingStudio measured:
 
