@@ -96,14 +96,17 @@ def measure(queries: Sequence, rank: Callable, *, max_clicks: int, eta: float, s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gate_bias", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, help="A BEIR-layout folder (default: the plain-spoken shop).")
-    parser.add_argument("--max-clicks", type=int, nargs="+", default=[3, 10],
+    parser.add_argument("--max-clicks", type=_at_least_one, nargs="+", default=[3, 10],
                         help="Users stop after this many clicks; one measurement each (default 3 10).")
-    parser.add_argument("--sessions-per-query", type=int, default=4, help="Simulated sessions a query (default 4).")
-    parser.add_argument("--eta", type=float, default=0.5, help="Position bias 1/rank**eta (default 0.5).")
+    parser.add_argument("--sessions-per-query", type=_at_least_one, default=4,
+                        help="Simulated sessions a query (default 4).")
+    parser.add_argument("--eta", type=float, default=0.5, help="Position bias 1/rank**eta, >= 0 (default 0.5).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--model", help="Starting model folder (default: the packaged all-MiniLM-L6-v2).")
     args = parser.parse_args(argv)
+    if args.eta < 0:
+        parser.error(f"--eta must be >= 0, got {args.eta}")
 
     from bench.quality import load_dataset
     from simulation.user_simulator import SimQuery
@@ -115,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             from simulation.shop_catalog import load_shop, write_beir
 
             folder = write_beir(load_shop(plain=True), Path(scratch) / "shop-plain")
-        data = load_dataset(folder)
+        try:
+            data = load_dataset(folder)
+        except FileNotFoundError as error:
+            parser.error(str(error))
     model = _model(args.model, args.max_seq_length)
     rank = ranker(model, CorpusIndex.build(model, data.ids, data.texts, progress=False))
     print(f"dataset: {data.name}")
@@ -132,6 +138,16 @@ def main(argv: list[str] | None = None) -> int:
                       else f"{relevance}_max{max_clicks}_{name}: {int(value)}")
             sys.stdout.flush()
     return 0
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _model(path: str | None, max_seq_length: int):

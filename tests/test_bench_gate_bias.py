@@ -30,3 +30,20 @@ def test_the_bench_prints_each_orderings_estimate_and_truth_and_the_estimate_is_
         assert float(figures[f"flat_max10_true_lift_{name}"]) == 0.0
         assert abs(float(figures[f"flat_max10_lift_{name}"])) < 0.01, name
     assert float(figures["judged_max10_lift_reversed"]) < 0.0
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--sessions-per-query", "0"], "--sessions-per-query: must be at least 1"),
+    (["--max-clicks", "3", "x"], "--max-clicks: not a whole number: 'x'"),
+    (["--eta", "-0.5"], "--eta must be >= 0"),
+])
+def test_nonsense_options_are_usage_errors(argv, says, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_beir_collection_is_a_usage_error_naming_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--dataset", str(tmp_path)])
+    assert stopped.value.code == 2 and f"{tmp_path} has no corpus.jsonl" in capsys.readouterr().err
