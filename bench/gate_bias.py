@@ -31,20 +31,24 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-ORDERINGS = ("logged", "perfect", "perfect_logged_ties", "shuffled", "reversed")
+ORDERINGS = ("logged", "perfect", "perfect_logged_ties", "shuffled", "reversed", "demoted")
+ESTIMATES = {"ips": "gains", "cm": "relevance"}  # figure prefix -> the HeldOutQuery field it judges by
 
 
 def _orderings(logged: Sequence[str], truth: Mapping[str, float], rng: random.Random) -> dict[str, dict[str, float]]:
     """Scores (higher first) of each ordering of a query's shown items, ``logged`` being in shown order."""
     place = {item: -position for position, item in enumerate(logged)}
+    best = next((i for i in logged if truth.get(i, 0.0) == max(truth.get(j, 0.0) for j in logged)), None)
     return {
         "logged": dict(place),
         "perfect": {i: truth.get(i, 0.0) + 1e-3 * rng.random() for i in logged},
         "perfect_logged_ties": {i: truth.get(i, 0.0) + 1e-6 * place[i] for i in logged},
         "shuffled": {i: rng.random() for i in logged},
         "reversed": {i: -place[i] for i in logged},
+        "demoted": {i: place[i] - (len(logged) if i == best else 0) for i in logged},
     }
 
 
@@ -55,7 +59,7 @@ def measure(queries: Sequence, rank: Callable, *, max_clicks: int, eta: float, s
     from simulation.user_simulator import simulate_sessions
     from trainer.evaluation import judged_dcg
     from trainer.examples import HeldOutSession, ItemRef, group_held_out
-    from trainer.propensity import prior
+    from trainer.propensity import estimate_continuation, prior
     from trainer.ranking_measures import ndcg_at_k, rerank
 
     top_gain = max((g for q in queries for g in q.gains.values()), default=1.0)
@@ -65,30 +69,38 @@ def measure(queries: Sequence, rank: Callable, *, max_clicks: int, eta: float, s
         f"s{number}", s.query.text, tuple(ItemRef(item, float(position)) for position, item in enumerate(s.shown, 1)),
         frozenset() if s.reaction.marked_irrelevant else frozenset(s.shown[p] for p in s.reaction.clicked),
         s.reaction.marked_irrelevant) for number, s in enumerate(simulated)]
-    # The shown lists never change between sessions here, so the trainer's estimate would be its prior.
-    grouped = group_held_out(held, prior(10, eta))
+    # The shown lists never change between sessions here, so the trainer's examination estimate would
+    # be its prior; when users stop is estimated from the sessions, as the trainer does.
+    propensity = replace(prior(10, eta), continuation=estimate_continuation(held))
+    grouped = group_held_out(held, propensity)
     truth = {s.query.text: s.query.gains for s in simulated}
-    estimate: dict[str, list[float]] = {name: [] for name in ORDERINGS}
+    estimate = {(kind, name): [] for kind in ESTIMATES for name in ORDERINGS}
     true: dict[str, list[float]] = {name: [] for name in ORDERINGS}
-    ideals = []
+    ideals: dict[str, list[float]] = {kind: [] for kind in ESTIMATES}
     for query in grouped:
         logged = [item.object_id for item in query.sessions[0].shown]
         gains = truth[query.text]
         orderings = _orderings(logged, gains, random.Random(f"{seed}:{query.key}"))
-        found = {name: judged_dcg(query, scores) for name, scores in orderings.items()}
-        if found["logged"] is None:
-            continue
-        ideals.append(found["logged"][1])
-        for name, scores in orderings.items():
-            estimate[name].append(found[name][0])
-            true[name].append(ndcg_at_k(rerank([scores[i] for i in logged], [gains.get(i, 0.0) for i in logged]), 10))
-    scale = statistics.mean(ideals) if ideals else 1.0  # the gate's constant normalisation
-    figures = {"queries": float(len(ideals))}
+        for kind, judged_by in ESTIMATES.items():
+            found = {name: judged_dcg(getattr(query, judged_by), scores) for name, scores in orderings.items()}
+            if found["logged"] is None:
+                continue
+            ideals[kind].append(found["logged"][1])
+            for name in ORDERINGS:
+                estimate[kind, name].append(found[name][0])
+        if query.gains:
+            for name, scores in orderings.items():
+                true[name].append(ndcg_at_k(rerank([scores[i] for i in logged], [gains.get(i, 0.0) for i in logged]), 10))
+    figures = {"queries": float(len(true["logged"]))}
     for name in ORDERINGS:
-        figures[f"ips_{name}"] = statistics.mean(estimate[name]) / scale if ideals else 0.0
-        figures[f"true_{name}"] = statistics.mean(true[name]) if ideals else 0.0
+        figures[f"true_{name}"] = statistics.mean(true[name]) if true[name] else 0.0
+    for kind in ESTIMATES:
+        scale = statistics.mean(ideals[kind]) if ideals[kind] else 1.0  # the gate's constant normalisation
+        for name in ORDERINGS:
+            figures[f"{kind}_{name}"] = statistics.mean(estimate[kind, name]) / scale if ideals[kind] else 0.0
     for name in ORDERINGS[1:]:
-        figures[f"lift_{name}"] = figures[f"ips_{name}"] - figures["ips_logged"]
+        for kind in ESTIMATES:
+            figures[f"{kind}_lift_{name}"] = figures[f"{kind}_{name}"] - figures[f"{kind}_logged"]
         figures[f"true_lift_{name}"] = figures[f"true_{name}"] - figures["true_logged"]
     return figures
 

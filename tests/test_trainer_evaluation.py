@@ -1,6 +1,7 @@
-"""The counterfactual measure the gate decides on, ``ips_ndcg_at_10``: each model is scored on the
-items the batch showed for a query, with clicks weighted by the inverse examination propensity of
-their position — so neither the starting model's own logging nor items nobody was shown decide."""
+"""The counterfactual measures over the items the batch showed for a query — so neither the starting
+model's own logging nor items nobody was shown decide: ``ips_ndcg_at_10``, with clicks weighted by the
+inverse examination propensity of their position, and ``cm_ndcg_at_10`` (the gate's default), with each
+item's click rate over the times it was likely examined, which knows that users stop."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from tests.test_trainer_examples import make_session
 from trainer.evaluation import CatalogEvaluator, Snapshot, mean_of
 from trainer.examples import held_out_queries
-from trainer.propensity import prior
+from trainer.propensity import Propensity, prior
 
 SHOWN = [f"shown-{i}" for i in range(4)]
 ITEMS = [*SHOWN, "never-shown"]
@@ -70,3 +71,20 @@ def test_a_query_without_clicks_has_no_counterfactual_measure():
     evaluator = evaluator_for([make_session("s1", SHOWN, [], query="a"), make_session("s2", SHOWN, ["shown-1"], query="b")])
     found = evaluator.per_query(snapshot(evaluator, {"a": order(*SHOWN), "b": order(*SHOWN)}), "test")
     assert "ips_ndcg_at_10" not in found.get("a", {}) and "ips_ndcg_at_10" in found["b"]
+
+
+def test_an_item_below_where_users_stopped_keeps_the_querys_click_rate_instead_of_counting_as_skipped():
+    # Every position is examined, but a user stops after the first click: both users passed over
+    # shown-0, clicked shown-1 and never saw shown-2 or shown-3.
+    stops_after_one_click = Propensity((1.0,) * 10, (True,) * 10, 0.0, continuation=(1.0, 0.0))
+    sessions = [make_session(f"s{i}", SHOWN, ["shown-1"], query="tent") for i in range(2)]
+    (tent,) = held_out_queries(sessions, stops_after_one_click)
+    # The query's rate is 2 clicks in 4 examinations; each item counts it as one more examination.
+    assert tent.relevance == pytest.approx({"shown-0": 0.5 / 3, "shown-1": 2.5 / 3, "shown-2": 0.5, "shown-3": 0.5})
+
+    evaluator = evaluator_for(sessions, stops_after_one_click)
+    skipped_second = evaluator.metrics(snapshot(evaluator, {"tent": order("shown-1", "shown-0", "shown-2", "shown-3")}))
+    unseen_second = evaluator.metrics(snapshot(evaluator, {"tent": order("shown-1", "shown-3", "shown-2", "shown-0")}))
+    assert unseen_second["cm_ndcg_at_10"] > skipped_second["cm_ndcg_at_10"]
+    # Counted as clicked or not, the two orders are alike: the unseen items are as unclicked as shown-0.
+    assert unseen_second["ips_ndcg_at_10"] == pytest.approx(skipped_second["ips_ndcg_at_10"])

@@ -54,9 +54,9 @@ def test_tuning_on_clicks_improves_held_out_ndcg_and_saves_the_best_epoch(tiny_p
     progress = []
     result = fine_tune(tiny_path, sessions, texts, PARAMS, tmp_path, settings=SETTINGS, on_progress=lambda *a: progress.append(a))
 
-    assert result.main_metric == "val_ips_ndcg_at_10"
+    assert result.main_metric == "val_cm_ndcg_at_10"
     assert result.best_value > result.baseline_value
-    assert result.best_metrics["val_ips_ndcg_at_10"] == max(r.metrics["val_ips_ndcg_at_10"] for r in result.history)
+    assert result.best_metrics["val_cm_ndcg_at_10"] == max(r.metrics["val_cm_ndcg_at_10"] for r in result.history)
     assert [r.epoch for r in result.history] == [0, 1, 2]
     assert result.validation_queries > 0 and result.train_triples > 0
     assert not any(name.startswith("test_") for r in result.history for name in r.metrics)  # test is not looked at
@@ -104,7 +104,7 @@ def test_a_wise_ft_mix_is_kept_only_when_it_validates_better(tiny_path, clickstr
     # alpha 0 is the starting model itself: it can only be kept when training made validation worse.
     assert result.wise_ft_alpha in (0.0, 0.5, 1.0)
     assert result.best_metrics["wise_ft_alpha"] == result.wise_ft_alpha
-    assert result.best_value >= max(r.metrics["val_ips_ndcg_at_10"] for r in result.history)
+    assert result.best_value >= max(r.metrics["val_cm_ndcg_at_10"] for r in result.history)
     if result.wise_ft_alpha == 0.0:
         assert result.best_value == pytest.approx(result.baseline_value, abs=1e-6)
 

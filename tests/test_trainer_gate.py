@@ -62,8 +62,8 @@ def test_batches_without_signal_announce_nothing_and_one_with_signal_does(traine
     assert ready.lift_confidence == 0.95 and ready.test_queries >= 10
     assert final.judgement is not None and final.judgement.announced
     assert (final.judgement.lift, final.judgement.test_queries) == (ready.lift, ready.test_queries)
-    assert ready.main_metric == "test_ips_ndcg_at_10"
-    assert ready.metrics["test_ips_ndcg_at_10"] - ready.baseline_metrics["test_ips_ndcg_at_10"] == \
+    assert ready.main_metric == "test_cm_ndcg_at_10"
+    assert ready.metrics["test_cm_ndcg_at_10"] - ready.baseline_metrics["test_cm_ndcg_at_10"] == \
         pytest.approx(ready.lift, abs=1e-6)
     models = [e for e in harness.models.events if e.batch_id.startswith("noise")]
     assert models == []

@@ -53,3 +53,37 @@ def test_a_click_at_a_rarely_examined_position_weighs_more_in_training():
     batch = TripleCollator(relevant_by_query(examples))(triples)
     assert dict(zip(batch.positives, batch.weights.tolist())) == {"a": 1.0, "d": 4.0}
     assert {t.weight for t in build_triples(examples)} == {1.0}
+
+
+def stopping_sessions(n: int, stop_after: int | None, seed: int = 0):
+    """Ten shown items, every one relevant and examined at 1/sqrt(k); users stop after ``stop_after``
+    clicks (None: they never stop early). The engine's order never changes."""
+    rng = random.Random(seed)
+    sessions = []
+    for i in range(n):
+        query = f"query {i % 200}"
+        items = [f"{query}-item-{j}" for j in range(10)]
+        clicked = []
+        for k, item in enumerate(items, start=1):
+            if stop_after is not None and len(clicked) >= stop_after:
+                break
+            if rng.random() < k**-0.5 and rng.random() < 0.9:
+                clicked.append(item)
+        sessions.append(make_session(f"s{i}", items, clicked, query=query))
+    return sessions
+
+
+def test_users_who_stop_after_two_clicks_are_seen_to_stop_and_users_who_do_not_are_not():
+    stopping = estimate_propensity(stopping_sessions(800, stop_after=2))
+    assert stopping.continuation[:3] == (1.0, 1.0, 1.0) or stopping.continuation[1] >= 0.9
+    assert stopping.continuation[2] < 0.2 and stopping.continuation[-1] < 0.2
+    assert stopping.exposure(5, clicks_above=2) < 0.2 * stopping(5)
+    assert stopping.as_metrics()["continuation_after_2_clicks"] == stopping.continuation[2]
+
+    looking_on = estimate_propensity(stopping_sessions(800, stop_after=None))
+    assert min(looking_on.continuation) > 0.9
+    assert looking_on.exposure(5, clicks_above=3) > 0.9 * looking_on(5)
+
+
+def test_without_a_continuation_estimate_users_are_taken_to_look_on_after_their_clicks():
+    assert prior(10, 0.5).exposure(4, clicks_above=3) == prior(10, 0.5)(4) == 0.5

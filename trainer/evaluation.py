@@ -6,11 +6,19 @@ the item loader can list it. The main measures are what a search product sees:
 
 - ``ndcg_at_10``, ``recall_at_10``, ``recall_at_100``, ``mrr`` over the universe, with the query's
   clicked items (weighted by inverse examination propensity) as the relevant ones;
-- ``ips_ndcg_at_10``, the counterfactual estimate the gate decides on by default: each model ranks the
-  items the batch showed for the query (the only items whose relevance the clicks can tell), each
-  click counts by the inverse examination propensity of the position it was clicked at, and the
-  query's DCG@10 is divided by the mean ideal DCG@10 of the side's queries (a constant), so that the
-  mean over queries is the ratio of summed DCG to summed ideal DCG.
+- ``cm_ndcg_at_10``, the click-model estimate the gate decides on by default: each model ranks the
+  items the batch showed for the query (the only items whose relevance the clicks can tell), and each
+  item's gain is its estimated chance of a click when examined (``HeldOutQuery.relevance``): its
+  clicks over the times it was likely examined, given its position and whether the user was still
+  looking after the clicks above it (``trainer.propensity``), shrunk towards the query's own rate;
+- ``ips_ndcg_at_10``, the inverse-propensity estimate it replaced as the default: each click counts by
+  the inverse examination propensity of the position it was clicked at, and every other shown item
+  counts as not relevant.
+
+Both divide a query's DCG@10 by the mean ideal DCG@10 of the side's queries (a constant), so that the
+mean over queries is the ratio of summed DCG to summed ideal DCG: a per-query normalisation would
+cancel the propensity weights for every query with a single click, and the queries whose clicks came
+from the top positions (position bias, not relevance) would weigh as much as the others.
 
 Why not the catalog measures for the decision: the clicks were collected on the starting model's own
 results, so every clicked item is in its top 10 by construction (its click-labelled Recall@10 is 1.0)
@@ -18,15 +26,13 @@ while the items a better model brings up were never shown and count as misses. O
 model that lifts true nDCG@10 of unseen queries from 0.398 to 0.519 scored +0.009 on catalog nDCG@10
 (95% CI -0.030, +0.048) and +0.060 (+0.021, +0.106) on ``ips_ndcg_at_10``; with clicks that carry no
 relevance (uniform, no position bias) the same estimate gave +0.011 (-0.009, +0.033): not announced.
-Dividing by one constant instead of each query's ideal keeps the propensity weights: a per-query
-normalisation would cancel them for every query with a single click, and the queries whose clicks
-came from the top positions (position bias, not relevance) would weigh as much as the others.
 
-Known bias, on the safe side: users stop after a few clicks, and the items below their last click were
-never looked at, yet count as skipped. Where many shown items are equally relevant the estimate then
-prefers the logged order: on the plain-spoken shop a perfect order scores -0.017 against it, while
-truly +0.018 (``python -m bench.gate_bias``, bench/results/gate-bias.txt). It refuses better models
-there; while the clicks come from the starting model's own results it does not favour worse ones.
+Why ``cm`` rather than ``ips``: users stop after a few clicks, and the items below their last click
+were never looked at, yet ``ips`` counts them as skipped. Where many shown items are equally relevant
+it then prefers the logged order, and refuses better models: on the plain-spoken shop a perfect order
+scores -0.017 by ``ips`` and +0.013 by ``cm``, truly +0.018; with every item equally relevant ``ips``
+gives a perfect order -0.176 and ``cm`` +0.002 (``python -m bench.gate_bias``,
+bench/results/gate-bias*.txt, where SciFact and Cranfield show the two alike).
 
 and, secondary, what the reference EmbeddingStudio measured:
 
@@ -107,19 +113,20 @@ class CatalogEvaluator:
         scores = snapshot.query_vectors[rows] @ snapshot.item_vectors.T
         depth = min(max(self.deep_k, self.k), len(self.universe))
         top = torch.topk(scores, depth, dim=1).indices.tolist()
-        ideal: dict[str, float] = {}
-        ips = f"ips_ndcg_at_{self.k}"
+        ideals: dict[str, dict[str, float]] = {f"ips_ndcg_at_{self.k}": {}, f"cm_ndcg_at_{self.k}": {}}
         for (row, query), ranked in zip(chosen, top):
             measures = self._catalog_measures(query, [self.universe[i] for i in ranked])
             measures.update(self._session_measures(query, snapshot, row))
-            judged = self._judged_dcg(query, snapshot, row)
-            if judged is not None:
-                measures[ips], ideal[query.key] = judged
+            scores = self._shown_scores(query, snapshot, row)
+            for name, gains in ((f"ips_ndcg_at_{self.k}", query.gains), (f"cm_ndcg_at_{self.k}", query.relevance)):
+                judged = judged_dcg(gains, scores, self.k)
+                if judged is not None:
+                    measures[name], ideals[name][query.key] = judged
             found[query.key] = measures
-        if ideal:
-            scale = sum(ideal.values()) / len(ideal)
+        for name, ideal in ideals.items():
+            scale = sum(ideal.values()) / len(ideal) if ideal else 0.0
             for key in ideal:
-                found[key][ips] = found[key][ips] / scale if scale > 0 else 0.0
+                found[key][name] = found[key][name] / scale if scale > 0 else 0.0
         return found
 
     def metrics(self, snapshot: Snapshot, side: str | None = None) -> dict[str, float]:
@@ -142,15 +149,13 @@ class CatalogEvaluator:
             "mrr": reciprocal_rank(ranked_gains[: len(ranked)]),
         }
 
-    def _judged_dcg(self, query: HeldOutQuery, snapshot: Snapshot, row: int) -> tuple[float, float] | None:
-        """DCG@k of the model's order of the items shown for the query, and the ideal DCG@k, both with
-        the query's propensity-weighted click gains; None for a query without a click."""
+    def _shown_scores(self, query: HeldOutQuery, snapshot: Snapshot, row: int) -> dict[str, float]:
+        """The model's score of each item shown for the query (that the universe has a text for)."""
         judged = sorted({item.object_id for s in query.sessions for item in s.shown if item.object_id in self.position})
         if not judged:
-            return None
+            return {}
         index = torch.tensor([self.position[i] for i in judged])
-        scores = (snapshot.item_vectors[index] @ snapshot.query_vectors[row]).tolist()
-        return judged_dcg(query, dict(zip(judged, scores)), self.k)
+        return dict(zip(judged, (snapshot.item_vectors[index] @ snapshot.query_vectors[row]).tolist()))
 
     def _session_measures(self, query: HeldOutQuery, snapshot: Snapshot, row: int) -> dict[str, float]:
         scored = []
@@ -172,15 +177,15 @@ class CatalogEvaluator:
         return measures
 
 
-def judged_dcg(query: HeldOutQuery, scores: Mapping[str, float], k: int = 10) -> tuple[float, float] | None:
+def judged_dcg(gains: Mapping[str, float], scores: Mapping[str, float], k: int = 10) -> tuple[float, float] | None:
     """DCG@k of the order ``scores`` (a model's score of each item shown for the query that it can rank)
-    gives those items, and the ideal DCG@k, both with the query's propensity-weighted click gains; None
-    for a query without a click."""
-    if not any(g > 0 for g in query.gains.values()):
-        return None
+    gives those items, and the ideal DCG@k, both with ``gains`` (a query's ``gains`` or ``relevance``);
+    None when no item it can rank has a gain."""
     judged = sorted(scores)
-    gains = [max(query.gains.get(i, 0.0), 0.0) for i in judged]
-    return dcg(rerank([scores[i] for i in judged], gains)[:k]), dcg(sorted(gains, reverse=True)[:k])
+    found = [max(gains.get(i, 0.0), 0.0) for i in judged]
+    if not any(g > 0 for g in found):
+        return None
+    return dcg(rerank([scores[i] for i in judged], found)[:k]), dcg(sorted(found, reverse=True)[:k])
 
 
 def mean_of(per_query: PerQuery) -> dict[str, float]:

@@ -19,7 +19,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schemas.sessions import StoredSession
 
@@ -168,14 +168,22 @@ def split_queries(
 
 @dataclass(frozen=True)
 class HeldOutQuery:
-    """One held-out query text with every session that asked it: the relevance the judgement scores
-    a model against (clicked items, each click weighted by the inverse examination propensity of the
-    rank it was clicked at, averaged over the query's sessions)."""
+    """One held-out query text with every session that asked it, and the relevance the judgement scores
+    a model against:
+
+    - ``gains``: clicked items, each click weighted by the inverse examination propensity of the rank
+      it was clicked at, averaged over the query's sessions;
+    - ``relevance``: every shown item's estimated chance of being clicked when examined: its clicks
+      over the times it was likely examined (``Propensity.exposure``: position, and whether the user
+      was still looking after the clicks above it), shrunk towards the query's own rate. An item below
+      where users stopped keeps the query's rate, instead of counting as seen and skipped.
+    """
 
     key: str
     text: str
     gains: dict[str, float]  # object id -> relevance; empty when nothing was clicked
     sessions: tuple[HeldOutSession, ...]
+    relevance: dict[str, float] = field(default_factory=dict)  # every shown item; empty when nothing was clicked
 
 
 def held_out_queries(
@@ -190,10 +198,12 @@ def held_out_queries(
 
 
 def group_held_out(
-    sessions: Iterable[HeldOutSession], propensity: Callable[[int], float] | None = None
+    sessions: Iterable[HeldOutSession], propensity: Callable[[int], float] | None = None, *,
+    prior_strength: float = 1.0,
 ) -> list[HeldOutQuery]:
     """``held_out_queries`` from sessions already in the evaluation's shape (the gate-bias bench builds
-    them from simulated users, without a stream worker)."""
+    them from simulated users, without a stream worker). ``prior_strength`` is how many examinations
+    the query's own click rate counts for in each item's ``relevance``."""
     grouped: dict[str, list[HeldOutSession]] = {}
     for held in sessions:
         grouped.setdefault(normalise_query(held.query), []).append(held)
@@ -206,8 +216,50 @@ def group_held_out(
                 if item.object_id in held.relevant:
                     weight = 1.0 / max(propensity(position), 1e-3) if propensity is not None else 1.0
                     gains[item.object_id] = gains.get(item.object_id, 0.0) + weight / len(members)
-        found.append(HeldOutQuery(key, members[0].query, gains, tuple(members)))
+        relevance = _click_rates(members, propensity, prior_strength) if gains else {}
+        found.append(HeldOutQuery(key, members[0].query, gains, tuple(members), relevance))
     return found
+
+
+def _click_rates(members: Sequence[HeldOutSession], propensity: Callable[[int], float] | None,
+                 prior_strength: float) -> dict[str, float]:
+    exposure = getattr(propensity, "exposure", None)
+    clicks: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    per_session: list[tuple[float, float]] = []
+    for held in members:
+        above = 0
+        session_clicks = session_seen = 0.0
+        for position, item in enumerate(held.shown, start=1):
+            if exposure is not None:
+                chance = exposure(position, above)
+            else:
+                chance = propensity(position) if propensity is not None else 1.0
+            seen[item.object_id] = seen.get(item.object_id, 0.0) + chance
+            clicked = item.object_id in held.relevant
+            clicks[item.object_id] = clicks.get(item.object_id, 0.0) + float(clicked)
+            above += int(clicked)
+            session_clicks += float(clicked)
+            session_seen += chance
+        per_session.append((session_clicks, session_seen))
+    rate = _query_rate(per_session)
+    return {item: (clicks[item] + prior_strength * rate) / (seen[item] + prior_strength)
+            if seen[item] + prior_strength > 0 else rate for item in seen}
+
+
+def _query_rate(per_session: Sequence[tuple[float, float]]) -> float:
+    """Clicks over examinations of the query's sessions, with the jackknife's bias correction: a user
+    who clicks early stops early, so sessions with many clicks have few examinations and the plain
+    ratio overstates the rate, which would favour moving unexamined items up."""
+    clicks, seen = sum(c for c, _ in per_session), sum(e for _, e in per_session)
+    if seen <= 0:
+        return 0.0
+    rate = clicks / seen
+    left_out = [(clicks - c) / (seen - e) for c, e in per_session if seen - e > 0]
+    if len(per_session) < 2 or len(left_out) < len(per_session):
+        return rate
+    n = len(per_session)
+    return min(1.0, max(0.0, n * rate - (n - 1) * sum(left_out) / n))
 
 
 def _downsample(negatives: list[ItemRef], fraction: float, rng: random.Random) -> list[ItemRef]:

@@ -53,7 +53,7 @@ class TrainingSettings:
     grad_cache_chunk: int | None = None  # embed a step in chunks of this many texts (gradient caching)
     mined_negatives: int = 0  # per (query, positive), mined each epoch from the universe with the current model
     mining_window: tuple[int, int] = (10, 50)  # ranks the mined negatives are drawn from
-    main_metric: str = "ips_ndcg_at_10"  # a measure of trainer.evaluation; a "test_" or "val_" prefix is ignored
+    main_metric: str = "cm_ndcg_at_10"  # a measure of trainer.evaluation; a "test_" or "val_" prefix is ignored
     test_fraction: float = 0.2  # of the distinct queries
     validation_fraction: float = 0.15  # of the distinct queries
     same_query_and_items: bool = True

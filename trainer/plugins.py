@@ -43,7 +43,7 @@ class FineTuningSettings:
     batch_size: int = 16
     grad_cache_chunk: int | None = None  # gradient caching: batches of 64-512 in the memory of one chunk
     trials: int = 4
-    main_metric: str = "ips_ndcg_at_10"  # counterfactual, over the shown items; see trainer.evaluation for the others
+    main_metric: str = "cm_ndcg_at_10"  # click-model estimate over the shown items; see trainer.evaluation for the others
     test_fraction: float = 0.2  # of the distinct queries: they decide the announcement
     validation_fraction: float = 0.15  # of the distinct queries: they pick epochs, trials, the WiSE-FT mix
     same_query_and_items: bool = True
