@@ -1,8 +1,10 @@
-"""How the gate's click estimate scores rankings whose true quality is known.
+"""How the gate's click estimates score rankings whose true quality is known.
 
-The gate decides on ``ips_ndcg_at_10`` (``trainer.evaluation``): each model ranks the items the batch
-showed for a test query, and each click counts by the inverse of its position's examination
-propensity. This bench asks whether that estimate prefers the ranking the clicks were logged on.
+Each model ranks the items the batch showed for a test query (``trainer.evaluation``), judged by one of
+two estimates: ``ips`` (``ips_ndcg_at_10``), where each click counts by the inverse of its position's
+examination propensity and every other item as skipped, and ``cm`` (``cm_ndcg_at_10``, the gate's
+default), where each item counts by its clicks over the times it was likely examined, knowing when
+users stop. This bench asks whether an estimate prefers the ranking the clicks were logged on.
 Simulated users search a BEIR collection's training queries with the starting model's top 10 (the
 quality bench's users); the trainer's own code turns their sessions into held-out queries; then
 orderings of each query's shown items are scored by the estimate and by the true judgments:
@@ -11,13 +13,15 @@ orderings of each query's shown items are scored by the estimate and by the true
 - ``perfect``: relevant items first, ties among them in random order, as a model that has learnt
   orders items the clicks cannot tell apart;
 - ``perfect_logged_ties``: relevant items first, ties in the logged order;
-- ``shuffled`` and ``reversed``: worse orders.
+- ``shuffled``, ``reversed`` and ``demoted`` (the logged order with its most relevant item moved
+  last): worse orders.
 
 Each figure is reported for the collection's own judgments and for ``flat`` ones (every item equally
 relevant: no order is better than another, so an unbiased estimate scores them all alike), with users
 who stop after ``--max-clicks`` clicks (3, the quality bench's users) and with users who never stop
-early (10). ``*_lift_*`` is an ordering's estimate minus the logged one's, ``*_true_lift_*`` the same in
-true nDCG@10 of the shown items.
+early (10). ``*_ips_lift_*`` and ``*_cm_lift_*`` are an ordering's estimate minus the logged one's,
+``*_true_lift_*`` the same in true nDCG@10 of the shown items. When users stop is estimated from the
+sessions (``trainer.propensity.estimate_continuation``), as the trainer does.
 
 ``python -m bench.gate_bias`` writes the plain-spoken shop (``simulation.shop_catalog --plain``) to a
 temporary folder and measures it; ``--dataset DIR`` measures a BEIR folder instead.

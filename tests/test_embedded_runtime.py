@@ -166,7 +166,7 @@ def interrupt_from_another_thread():
     signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
 with TansuBroker(log_path=Path({str(tmp_path / "broker.log")!r})) as broker:
-    print(broker.bootstrap, flush=True)
+    print(broker.bootstrap, broker.pid, flush=True)
     threading.Thread(target=interrupt_from_another_thread).start()
     try:
         broker.wait()
@@ -174,10 +174,27 @@ with TansuBroker(log_path=Path({str(tmp_path / "broker.log")!r})) as broker:
         print("interrupted", flush=True)
 """
     command = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    first = command.stdout.readline().split()
     try:
         out, _ = command.communicate(timeout=30)
     finally:
         command.kill()
-    bootstrap, said = out.split()
+        _stop_broker(int(first[1]) if len(first) == 2 else None)  # its own session: the kill above misses it
+    bootstrap, said = first[0], out.strip()
     assert said == "interrupted"
     assert _refuses_connections(bootstrap)
+
+
+def _stop_broker(pid: int | None) -> None:
+    """Stop a broker a failed test left behind (a no-op when the code under test stopped it)."""
+    import os
+    import signal
+
+    if pid is None:
+        return
+    try:
+        if b"tansu" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return  # exited, and the number now belongs to someone else
+        os.kill(pid, signal.SIGKILL)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass

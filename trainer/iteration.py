@@ -146,8 +146,9 @@ class _Iteration:
         if not settings.click_propensity_weighting:
             return None
         found = estimate_propensity(sessions, prior_eta=settings.click_propensity_prior_eta)
-        log.info("task %s: examination propensity (%s): %s", self.task.task_id, found.source,
-                 ", ".join(f"{v:.2f}" for v in found.by_position))
+        log.info("task %s: examination propensity (%s): %s; still looking after 1, 2, ... clicks: %s",
+                 self.task.task_id, found.source, ", ".join(f"{v:.2f}" for v in found.by_position),
+                 ", ".join(f"{v:.2f}" for v in found.continuation[1:]))
         return found
 
     def _plugin(self) -> FineTuningMethod:

@@ -14,8 +14,8 @@ ranked the same way (nothing to harvest) is all prior, and says so in ``source``
 Users also stop: after a few clicks they have found what they came for, and what lies below was never
 looked at. ``continuation[c]`` is the chance a user who has clicked ``c`` results still examines the
 next ones (``estimate_continuation``): the click-through of the same item at the same position for the
-same query, after ``c`` clicks above it against after none. Examination depends only on the position
-(above) and on the clicks above it, never on the item, so the ratio isolates the stopping. The
+same query, after ``c`` clicks above it against after fewer. Examination depends only on the position
+and on the clicks above it, never on the item, so the ratio isolates the stopping. The
 estimate is an upper bound (about 95%): overstating continuation counts unexamined results as seen and
 skipped, which favours the order the clicks were logged on; understating it would inflate clicks deep
 in the list and favour moving them up, the unsafe side.
