@@ -678,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.dataset:
         parser.error("--dataset is required (or --readme)")
+    for problem in _option_problems(args):
+        parser.error(problem)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commit = git_commit()
     command = "python -m bench.quality " + " ".join(argv)
@@ -715,6 +717,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {_format(value)}", flush=True)
     print(f"results: {written}", flush=True)
     return 0
+
+
+def _option_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the numeric options, before an hour of work is spent on them."""
+    problems = [f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}"
+                for name, least in (("seeds", 1), ("trials", 1), ("epochs", 1), ("sessions_per_query", 1),
+                                    ("min_test_queries", 1), ("batch_size", 1), ("mined_negatives", 0),
+                                    ("max_seq_length", 0), ("max_queries", 1), ("grad_cache_chunk", 1))
+                if getattr(args, name) is not None and getattr(args, name) < least]
+    if args.lr <= 0:
+        problems.append(f"--lr must be above 0, got {args.lr}")
+    if args.eta < 0:
+        problems.append(f"--eta must be >= 0, got {args.eta}")
+    if not 0 <= args.negative_downsampling <= 1:
+        problems.append(f"--negative-downsampling must be in [0, 1], got {args.negative_downsampling}")
+    if not (0 < args.trainer_test_fraction < 1 and 0 <= args.trainer_validation_fraction < 1
+            and args.trainer_test_fraction + args.trainer_validation_fraction < 1):
+        problems.append("--trainer-test-fraction must be in (0, 1) and --trainer-validation-fraction in [0, 1), "
+                        f"with a sum below 1; got {args.trainer_test_fraction} and {args.trainer_validation_fraction}")
+    problems += [f"--wise-ft mixes must be in [0, 1], got {alpha}" for alpha in args.wise_ft if not 0 <= alpha <= 1]
+    return problems
 
 
 if __name__ == "__main__":

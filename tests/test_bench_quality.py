@@ -109,3 +109,17 @@ def test_seeds_added_in_a_later_sitting_join_the_result_file_and_replace_a_seed_
     assert quality.earlier_runs(path, "tinyset", replaced={0, 1}) == []
     with pytest.raises(SystemExit, match="holds dataset 'tinyset'"):
         quality.earlier_runs(path, "scifact", replaced=set())
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["--sessions-per-query", "-1"], "--sessions-per-query must be at least 1, got -1"),
+    (["--lr", "0"], "--lr must be above 0, got 0.0"),
+    (["--negative-downsampling", "1.5"], "--negative-downsampling must be in [0, 1], got 1.5"),
+    (["--trainer-test-fraction", "0.6", "--trainer-validation-fraction", "0.5"], "with a sum below 1"),
+    (["--wise-ft", "0.5", "2"], "--wise-ft mixes must be in [0, 1], got 2.0"),
+])
+def test_nonsense_numeric_options_are_usage_errors_before_any_work(argv, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        quality.main(["--dataset", str(tmp_path), *argv])
+    assert stopped.value.code == 2 and says in capsys.readouterr().err
