@@ -45,7 +45,7 @@ ESTIMATES = {"ips": "gains", "cm": "relevance"}  # figure prefix -> the HeldOutQ
 def _orderings(logged: Sequence[str], truth: Mapping[str, float], rng: random.Random) -> dict[str, dict[str, float]]:
     """Scores (higher first) of each ordering of a query's shown items, ``logged`` being in shown order."""
     place = {item: -position for position, item in enumerate(logged)}
-    best = next((i for i in logged if truth.get(i, 0.0) == max(truth.get(j, 0.0) for j in logged)), None)
+    best = max(logged, key=lambda i: truth.get(i, 0.0), default=None)  # the first of the most relevant
     return {
         "logged": dict(place),
         "perfect": {i: truth.get(i, 0.0) + 1e-3 * rng.random() for i in logged},

@@ -30,7 +30,7 @@ relevance (uniform, no position bias) the same estimate gave +0.011 (-0.009, +0.
 Why ``cm`` rather than ``ips``: users stop after a few clicks, and the items below their last click
 were never looked at, yet ``ips`` counts them as skipped. Where many shown items are equally relevant
 it then prefers the logged order, and refuses better models: on the plain-spoken shop a perfect order
-scores -0.017 by ``ips`` and +0.013 by ``cm``, truly +0.018; with every item equally relevant ``ips``
+scores -0.017 by ``ips`` and +0.0125 by ``cm``, truly +0.018; with every item equally relevant ``ips``
 gives a perfect order -0.176 and ``cm`` +0.002 (``python -m bench.gate_bias``,
 bench/results/gate-bias*.txt, where SciFact and Cranfield show the two alike).
 
