@@ -93,6 +93,7 @@ class QualityBenchMethod(FineTuningMethod):
                 trials=settings.train_trials, test_fraction=settings.train_test_fraction,
                 validation_fraction=settings.train_validation_fraction, seed={seed!r},
                 wise_ft_alphas={wise!r}, mined_negatives={mined!r}, grad_cache_chunk={chunk!r},
+                refit=settings.train_refit,
             ),
         )
 '''
@@ -207,6 +208,7 @@ class Options:
     wise_ft_alphas: tuple[float, ...] = ()
     mined_negatives: int = 0
     grad_cache_chunk: int | None = None
+    refit: bool = True
     oracle: bool = True
     mnrl: bool = True
     # Measure on a dev split of the training queries instead of the test queries: how defaults are chosen.
@@ -381,6 +383,7 @@ def _through_the_pipeline(data: Dataset, train_ids: list[str], base, base_index,
         "plugins_path": str(plugins), "default_fine_tuning_method": METHOD, "base_model": str(model_dir),
         "items_url": catalog.resolve().as_uri(), "batch_max_sessions": len(sessions), "auto_train": True,
         "train_trials": options.trials, "train_epochs": options.epochs, "train_batch_size": options.batch_size,
+        "train_refit": options.refit,
         "train_test_fraction": options.trainer_test_fraction,
         "train_validation_fraction": options.trainer_validation_fraction,
         "gate_min_test_queries": options.min_test_queries, "stream_session_timeout_s": 2.0,
@@ -447,8 +450,8 @@ def _status_reporter(say):
             last[status.task_id] = key
             where = progress.stage
             if progress.steps:
-                where += f" trial {progress.trial}/{progress.trials} epoch {progress.epoch}/{progress.epochs} " \
-                         f"step {progress.step}/{progress.steps}"
+                trial = f" trial {progress.trial}/{progress.trials}" if progress.trials else ""
+                where += f"{trial} epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps}"
             say(f"  task {status.task_id[:8]} {status.status.value}: {where}")
 
     return report
@@ -660,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"Triples per step, for ours and MNRL alike (default {Options.batch_size}).")
     parser.add_argument("--grad-cache-chunk", type=int, default=None,
                         help="Gradient caching: the trainer embeds each step in chunks of N texts (large batches).")
+    parser.add_argument("--no-refit", action="store_true",
+                        help="Announce the chosen trial's own model instead of training its parameters again on "
+                        "training + validation queries (ES_TRAIN_REFIT=false).")
     parser.add_argument("--dev", action="store_true",
                         help="Measure on a dev split of the training queries (results under bench/results/dev/): "
                         "for choosing defaults without looking at the test queries.")
@@ -694,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
                           trainer_validation_fraction=args.trainer_validation_fraction,
                           min_test_queries=args.min_test_queries, wise_ft_alphas=tuple(args.wise_ft),
                           mined_negatives=args.mined_negatives, batch_size=args.batch_size,
-                          grad_cache_chunk=args.grad_cache_chunk,
+                          grad_cache_chunk=args.grad_cache_chunk, refit=not args.no_refit,
                           oracle=not args.no_oracle, mnrl=not args.no_mnrl, dev=args.dev,
                           cache_dir=None if args.no_cache else DEFAULT_CACHE)
         run: dict[str, object] = {"seed": seed, "command": command, "git_commit": commit}

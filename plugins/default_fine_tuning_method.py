@@ -66,6 +66,7 @@ class DefaultFineTuningMethod(FineTuningMethod):
                 epochs=settings.train_epochs,
                 batch_size=settings.train_batch_size,
                 trials=settings.train_trials,
+                refit=settings.train_refit,
                 test_fraction=settings.train_test_fraction,
                 validation_fraction=settings.train_validation_fraction,
             ),

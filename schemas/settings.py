@@ -125,6 +125,10 @@ class Settings(BaseSettings):
         1, ge=1, description="Epochs per trial (one measured best on SciFact's dev split: three overfit the clicks, "
         "bench/results/dev)."
     )
+    train_refit: bool = Field(
+        True, description="Once the validation queries have chosen the trial, its epochs and its WiSE-FT mix, train "
+        "those parameters once more on training and validation queries together; the test queries judge that model."
+    )
     train_batch_size: int = Field(16, ge=1, description="Training triples (query, positive, negatives) per step.")
     train_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Precision of training steps: `bf16` is mixed precision (bfloat16 autocast, float32 "

@@ -25,6 +25,7 @@ from schemas.tasks import TaskState, TaskStatus
 from session_store import open_store
 from tests.fixtures.trainer import Feed, clickstream_batch
 from trainer.task_store import TaskStore
+from trainer.tracking import iteration_experiment_name
 
 pytestmark = pytest.mark.slow
 
@@ -103,6 +104,13 @@ def test_a_trainer_killed_before_model_ready_announces_the_model_once_after_rest
         assert [m.task_id for m in models.events] == [task_id]
         (ready,) = models.events
         assert ready.batch_id == "batch-k"
+        # The restart reused the refit trained before the crash instead of training it again.
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(mlflow_uri)
+        experiment = client.get_experiment_by_name(iteration_experiment_name("Crash Point Method", "batch-k"))
+        refits = [r for r in client.search_runs([experiment.experiment_id]) if "es.refit_of" in r.data.tags]
+        assert [r.info.run_id for r in refits] == [ready.run_id]
 
         statuses.poll()
         mine = [s for s in statuses.events if s.task_id == task_id]

@@ -10,7 +10,7 @@ from sentence_transformers import SentenceTransformer
 from tests.test_trainer_examples import make_session
 from trainer.evaluation import CatalogEvaluator
 from trainer.examples import held_out_queries
-from trainer.fine_tune import FineTuneCanceled, NotEnoughData, TrainingSettings, fine_tune, split_for
+from trainer.fine_tune import FineTuneCanceled, NotEnoughData, TrainingSettings, fine_tune, refit, split_for
 from trainer.params import FineTuningParams
 from simulation.tiny_model import build_tiny_model
 from trainer.towers import EmbeddingTowers
@@ -128,6 +128,45 @@ def test_a_curriculum_run_trains_through_its_phases(tiny_path, clickstream, tmp_
     result = fine_tune(tiny_path, sessions[:60], texts, params, tmp_path, settings=SETTINGS, on_progress=lambda *a: progress.append(a))
     steps_per_epoch = {epoch: steps for epoch, _, _, steps in progress}
     assert len(result.history) == 3 and len(set(steps_per_epoch.values())) > 1  # each phase its own triples
+
+
+def test_a_refit_learns_from_the_validation_queries_too_for_the_chosen_epochs(tiny_path, clickstream, tmp_path):
+    sessions, texts = clickstream
+    split = split_for(sessions, SETTINGS)
+    progress = []
+    result = refit(tiny_path, sessions, texts, PARAMS, tmp_path, epochs=2, settings=SETTINGS,
+                   on_progress=lambda *a: progress.append(a))
+
+    assert result.train_sessions == len(split.train) + len(split.validation) and result.epochs == 2
+    chosen_run = fine_tune(tiny_path, sessions, texts, PARAMS, tmp_path / "trial", settings=SETTINGS)
+    assert result.train_triples > chosen_run.train_triples  # the validation sessions' clicks are learned
+    assert {epoch for epoch, *_ in progress} == {0, 1} and progress[-1][1] == 2
+
+    # It learned: the refit model moved away from the starting one on the same validation queries
+    # (which it trained on, so they say nothing of its quality; the test queries judge it).
+    evaluator = validation_evaluator(sessions, texts, SETTINGS, tiny_path)
+    refit_metrics = evaluator.metrics(evaluator.embed(EmbeddingTowers.load(result.model_path, device="cpu")),
+                                      "validation")
+    assert refit_metrics["cm_ndcg_at_10"] > evaluator.metrics(evaluator.baseline, "validation")["cm_ndcg_at_10"]
+
+
+def test_a_refit_applies_the_chosen_wise_ft_mix(tiny_path, clickstream, tmp_path):
+    # Alpha 0 keeps none of the refit's training: the saved model embeds as the starting one does.
+    sessions, texts = clickstream
+    result = refit(tiny_path, sessions, texts, PARAMS, tmp_path, epochs=1, wise_ft_alpha=0.0, settings=SETTINGS)
+    start = EmbeddingTowers.load(tiny_path, device="cpu").embed_queries(["apple red", "river"])
+    mixed = EmbeddingTowers.load(result.model_path, device="cpu").embed_queries(["apple red", "river"])
+    assert result.wise_ft_alpha == 0.0
+    assert (mixed - start).abs().max() < 1e-5
+
+
+def test_a_refit_can_be_canceled(tiny_path, clickstream, tmp_path):
+    sessions, texts = clickstream
+    steps_done = []
+    with pytest.raises(FineTuneCanceled):
+        refit(tiny_path, sessions, texts, PARAMS, tmp_path, epochs=1, settings=SETTINGS,
+              on_progress=lambda *a: steps_done.append(a), should_stop=lambda: len(steps_done) >= 1)
+    assert len(steps_done) == 1 and not (tmp_path / "model").exists()
 
 
 def test_sessions_without_clicks_are_not_enough(tiny_path, tmp_path):

@@ -8,15 +8,17 @@ The steps, each reported as the task's progress stage:
 4. start from the newest model of an earlier iteration of the method, or from the initial one;
 5. search the plugin's parameter space with Optuna (seeded TPE, median pruning on the main metric):
    each trial is an MLflow run named by the parameters' id; a restarted task reuses finished runs;
-6. keep the best run's model (best on the validation queries) in MLflow, delete the models it
-   superseded, and judge it against the starting model on the test queries, over the whole item
-   universe (``trainer.judgement``): ``ModelReady`` only when the lift is significant.
+6. train the best run's parameters once more on the training and validation queries together, for
+   the epochs and with the WiSE-FT mix the validation chose (``ES_TRAIN_REFIT``; a run of its own,
+   tagged ``es.refit_of``), keep that model in MLflow and delete the models it superseded;
+7. judge it against the starting model on the test queries, over the whole item universe
+   (``trainer.judgement``): ``ModelReady`` only when the lift is significant.
 
 Queries are split once per task by a hash of their normalised text (``trainer.fine_tune.split_for``):
 training, validation (epochs, trials) and test (the announcement, nothing else). A batch with too
 few judged test queries ends ``done`` before any training, saying so.
 
-Why one module of some 430 lines: the steps share one task's state (its plugin, batch, split, tracker
+Why one module of some 500 lines: the steps share one task's state (its plugin, batch, split, tracker
 and stage reports) and read top to bottom as the task runs; the trial's inputs (``TrialInputs``),
 the measures (``trainer.evaluation``) and the gate (``trainer.judgement``) already live apart.
 """
@@ -27,7 +29,7 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -39,7 +41,8 @@ from schemas.tasks import TaskProgress
 from session_store.base import SessionStore
 from trainer.evaluation import CatalogEvaluator
 from trainer.examples import HeldOutQuery, held_out_queries
-from trainer.fine_tune import FineTuneCanceled, FineTuneResult, NotEnoughData, TrainingSettings, fine_tune, split_for
+from trainer.fine_tune import (FineTuneCanceled, FineTuneResult, NotEnoughData, TrainingSettings, fine_tune, refit,
+                               split_for)
 from trainer.judgement import GateSettings, Judgement, judge
 from trainer.lightning_module import ValidationRecord
 from trainer.loaders.cache import CachedItemLoader
@@ -50,11 +53,13 @@ from trainer.propensity import Propensity, estimate_propensity
 from trainer.plugins import FineTuningBuilder, FineTuningMethod, PluginContext
 from trainer.task_control import TaskCanceled, TaskControl, TaskFailed, TaskResult
 from trainer.task_store import Task
-from trainer.tracking import TAG_BATCH, TAG_METHOD, TAG_TASK, ExperimentTracker, RunRef, iteration_experiment_name
+from trainer.tracking import (TAG_BATCH, TAG_METHOD, TAG_MODEL, TAG_REFIT_OF, TAG_TASK, ExperimentTracker, RunRef,
+                              iteration_experiment_name)
 
 log = logging.getLogger(__name__)
 
 BASELINE_PREFIX = "baseline_"
+REFIT_PREFIX = "refit:"  # the refit run's params-id tag: the chosen trial's id behind it
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,11 @@ class TrialInputs:
     trials: int
     propensity: Propensity | None = None  # examination by position; None: clicks unweighted
 
+    @property
+    def work(self) -> int:
+        """Training runs the task makes, for its progress fraction: the trials, then a refit."""
+        return self.trials + (1 if self.training.refit else 0)
+
 
 @dataclass
 class TrialOutcome:
@@ -77,6 +87,9 @@ class TrialOutcome:
     value: float
     metrics: dict[str, float]
     baseline: dict[str, float]
+    params: FineTuningParams | None = None
+    epochs: int = 1  # whole epochs up to the kept validation: what a refit trains
+    wise_ft_alpha: float = 1.0
 
 
 class IterationRunner:
@@ -137,6 +150,8 @@ class _Iteration:
                              min(settings.trials, _grid_size(builder.initial_params)), propensity)
         best = self._search(inputs)
         try:
+            if best is not None and training.refit:
+                best = self._refit(best, inputs)
             return self._conclude(best, inputs, test_queries, gate)
         finally:
             shutil.rmtree(self.work_dir / "trials", ignore_errors=True)
@@ -271,7 +286,7 @@ class _Iteration:
         done = tracker.find_run(inputs.experiment_id, params.id)
         if done is not None and done.info.status == "FINISHED" and metric in done.data.metrics:
             log.info("trial %d: parameters %s already trained in run %s", number + 1, params.id[:12], done.info.run_id)
-            return _outcome_of(done, metric)
+            return _outcome_of(done, metric, params)
         if done is not None:
             tracker.client.delete_run(done.info.run_id)  # an unfinished run of a dead trainer
 
@@ -287,7 +302,7 @@ class _Iteration:
         def on_progress(epoch: int, epochs: int, step: int, steps: int) -> None:
             done_fraction = (epoch * steps + step) / max(1, epochs * steps)
             self._report(stage="training", trial=number + 1, trials=trials, epoch=epoch + 1, epochs=epochs,
-                         step=step, steps=steps, fraction=min(1.0, (number + done_fraction) / trials))
+                         step=step, steps=steps, fraction=min(1.0, (number + done_fraction) / inputs.work))
 
         def on_validation(record: ValidationRecord) -> None:
             tracker.log_metrics(run.run_id, record.metrics, step=record.step)
@@ -319,6 +334,55 @@ class _Iteration:
             raise
         return self._record(run, result)
 
+    def _refit(self, best: TrialOutcome, inputs: TrialInputs) -> TrialOutcome:
+        """The chosen trial trained again on training + validation queries (``trainer.fine_tune.refit``).
+
+        Its own MLflow run, keyed by the trial's parameters, so that a restarted task reuses it; it
+        replaces the trial's model, and carries the trial's validation figures, which chose it."""
+        tracker = self.runner.tracker
+        key = REFIT_PREFIX + best.params.id
+        done = tracker.find_run(inputs.experiment_id, key)
+        if done is not None and done.info.status == "FINISHED" and done.data.tags.get(TAG_MODEL) == "uploaded":
+            log.info("refit of run %s already trained in run %s", best.run_id, done.info.run_id)
+            tracker.delete_model(best.run_id)
+            return replace(best, run_id=done.info.run_id)
+        if done is not None:
+            tracker.client.delete_run(done.info.run_id)
+        run = tracker.start_run(inputs.experiment_id, key, best.params.to_mlflow_params(), {
+            TAG_METHOD: self.task.fine_tuning_method, TAG_BATCH: self.task.batch_id or "",
+            TAG_TASK: self.task.task_id, TAG_REFIT_OF: best.run_id,
+        }, run_name=f"refit · {best.params.id[:12]}")
+        # No trial number: the refit is no trial, and a status reading "trial 4/4" would say it is.
+        self._report(stage="refitting", trial=0, trials=0, epochs=best.epochs, fraction=inputs.trials / inputs.work)
+
+        def on_progress(epoch: int, epochs: int, step: int, steps: int) -> None:
+            done_fraction = (epoch * steps + step) / max(1, epochs * steps)
+            self._report(stage="refitting", trial=0, trials=0, epoch=epoch + 1, epochs=epochs, step=step, steps=steps,
+                         fraction=min(1.0, (inputs.trials + done_fraction) / inputs.work))
+
+        try:
+            result = refit(inputs.start_model, inputs.sessions, inputs.texts, best.params, self.work_dir / "refit",
+                           epochs=best.epochs, wise_ft_alpha=best.wise_ft_alpha, settings=inputs.training,
+                           universe=sorted(inputs.texts), propensity=inputs.propensity, on_progress=on_progress,
+                           should_stop=self.control.should_stop)
+        except FineTuneCanceled:
+            tracker.end_run(run.run_id, "KILLED")
+            raise TaskCanceled() from None
+        except BaseException:
+            tracker.end_run(run.run_id, "FAILED")
+            raise
+        log.info("task %s: refit the chosen trial on %d sessions (%d triples, %d epoch(s), WiSE-FT alpha %.2f)",
+                 self.task.task_id, result.train_sessions, result.train_triples, result.epochs, result.wise_ft_alpha)
+        tracker.log_metrics(run.run_id, {**best.metrics, "refit_sessions": float(result.train_sessions),
+                                         "train_triples": float(result.train_triples),
+                                         "wise_ft_alpha": result.wise_ft_alpha}, step=0)
+        self._report(stage="uploading model")
+        tracker.log_model(run.run_id, result.model_path)
+        tracker.end_run(run.run_id, "FINISHED")
+        shutil.rmtree(result.model_path.parent, ignore_errors=True)
+        tracker.delete_model(best.run_id)
+        return replace(best, run_id=run.run_id)
+
     def _record(self, run: RunRef, result: FineTuneResult) -> TrialOutcome:
         tracker = self.runner.tracker
         baseline = {BASELINE_PREFIX + k: v for k, v in result.baseline_metrics.items()}
@@ -330,7 +394,8 @@ class _Iteration:
         tracker.log_model(run.run_id, result.model_path)
         tracker.end_run(run.run_id, "FINISHED")
         shutil.rmtree(result.model_path.parent, ignore_errors=True)
-        return TrialOutcome(run.run_id, result.best_value, dict(result.best_metrics), dict(result.baseline_metrics))
+        return TrialOutcome(run.run_id, result.best_value, dict(result.best_metrics), dict(result.baseline_metrics),
+                            result.params, result.best_epoch + 1, result.wise_ft_alpha)
 
     # --- the outcome ---------------------------------------------------------------------------
     def _conclude(self, best: TrialOutcome | None, inputs: TrialInputs, test_queries: list[HeldOutQuery],
@@ -413,11 +478,12 @@ def _call_plugin(name: str, what: str, call: Callable):
         raise TaskFailed(f"plugin {name!r} failed in {what}: {type(error).__name__}: {error}") from None
 
 
-def _outcome_of(run, metric: str) -> TrialOutcome:
+def _outcome_of(run, metric: str, params: FineTuningParams) -> TrialOutcome:
     metrics = dict(run.data.metrics)
     baseline = {k[len(BASELINE_PREFIX):]: v for k, v in metrics.items() if k.startswith(BASELINE_PREFIX)}
     tuned = {k: v for k, v in metrics.items() if k.startswith("val_")}
-    return TrialOutcome(run.info.run_id, metrics[metric], tuned, baseline)
+    return TrialOutcome(run.info.run_id, metrics[metric], tuned, baseline, params,
+                        int(metrics.get("best_epoch", 0)) + 1, metrics.get("wise_ft_alpha", 1.0))
 
 
 def _weights_files(model_dir: Path) -> list[Path]:

@@ -26,6 +26,7 @@ TAG_MODEL = "es.model"  # "uploaded" | "deleted" | "rejected" (kept for a look, 
 TAG_METHOD = "es.method"
 TAG_BATCH = "es.batch_id"
 TAG_TASK = "es.task_id"
+TAG_REFIT_OF = "es.refit_of"  # on a refit run: the trial run whose parameters it trained again
 
 
 def iteration_experiment_name(method: str, batch_id: str) -> str:
