@@ -208,7 +208,7 @@ class Options:
     wise_ft_alphas: tuple[float, ...] = ()
     mined_negatives: int = 0
     grad_cache_chunk: int | None = None
-    refit: bool = True
+    refit: bool = False
     oracle: bool = True
     mnrl: bool = True
     # Measure on a dev split of the training queries instead of the test queries: how defaults are chosen.
@@ -663,9 +663,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"Triples per step, for ours and MNRL alike (default {Options.batch_size}).")
     parser.add_argument("--grad-cache-chunk", type=int, default=None,
                         help="Gradient caching: the trainer embeds each step in chunks of N texts (large batches).")
-    parser.add_argument("--no-refit", action="store_true",
-                        help="Announce the chosen trial's own model instead of training its parameters again on "
-                        "training + validation queries (ES_TRAIN_REFIT=false).")
+    parser.add_argument("--refit", action="store_true",
+                        help="Train the chosen trial's parameters again on the trainer's training + validation "
+                        "queries and judge that model (ES_TRAIN_REFIT=true).")
     parser.add_argument("--dev", action="store_true",
                         help="Measure on a dev split of the training queries (results under bench/results/dev/): "
                         "for choosing defaults without looking at the test queries.")
@@ -700,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
                           trainer_validation_fraction=args.trainer_validation_fraction,
                           min_test_queries=args.min_test_queries, wise_ft_alphas=tuple(args.wise_ft),
                           mined_negatives=args.mined_negatives, batch_size=args.batch_size,
-                          grad_cache_chunk=args.grad_cache_chunk, refit=not args.no_refit,
+                          grad_cache_chunk=args.grad_cache_chunk, refit=args.refit,
                           oracle=not args.no_oracle, mnrl=not args.no_mnrl, dev=args.dev,
                           cache_dir=None if args.no_cache else DEFAULT_CACHE)
         run: dict[str, object] = {"seed": seed, "command": command, "git_commit": commit}

@@ -126,8 +126,10 @@ class Settings(BaseSettings):
         "bench/results/dev)."
     )
     train_refit: bool = Field(
-        True, description="Once the validation queries have chosen the trial, its epochs and its WiSE-FT mix, train "
-        "those parameters once more on training and validation queries together; the test queries judge that model."
+        False, description="Once the validation queries have chosen the trial, its epochs and its WiSE-FT mix, train "
+        "those parameters once more on training and validation queries together; the test queries judge that model. "
+        "Off: on the quality bench it measured within the variation between seeds, for one more training run per "
+        "task (README, Benchmarks)."
     )
     train_batch_size: int = Field(16, ge=1, description="Training triples (query, positive, negatives) per step.")
     train_precision: Literal["auto", "fp32", "bf16"] = Field(

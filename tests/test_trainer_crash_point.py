@@ -60,7 +60,7 @@ def test_a_trainer_killed_before_model_ready_announces_the_model_once_after_rest
         # Its own method: no other test's model is where this iteration starts.
         "ES_DEFAULT_FINE_TUNING_METHOD": "Crash Point Method", "ES_TRAIN_TRIALS": "1",
         "ES_STREAM_SESSION_TIMEOUT_S": "2.0", "ES_STREAM_HEARTBEAT_INTERVAL_S": "0.5",
-        "ES_GATE_MIN_TEST_QUERIES": "10",
+        "ES_GATE_MIN_TEST_QUERIES": "10", "ES_TRAIN_REFIT": "true",  # the restart must reuse the refit too
     }
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ES_")}, **values}
     settings = Settings(**{k[3:].lower(): v for k, v in values.items()})

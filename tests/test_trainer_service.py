@@ -52,21 +52,41 @@ def test_a_closed_batch_becomes_a_better_model_announced_and_loadable(trainer_ha
     client = MlflowClient(harness.settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name(iteration_experiment_name("Tiny Method", "batch-a"))
     runs = client.search_runs([experiment.experiment_id])
-    trial_runs = [r for r in runs if "es.refit_of" not in r.data.tags]
-    assert len(trial_runs) == 2
+    assert len(runs) == 2
     # The first trial trains the grid's first choices (Tiny Method lists 1e-3 first; its seeded sampler would
     # have drawn 5e-4), the second explores the rest.
-    first, second = sorted(trial_runs, key=lambda r: r.info.start_time)
+    first, second = sorted(runs, key=lambda r: r.info.start_time)
     assert (float(first.data.params["query_lr"]), float(second.data.params["query_lr"])) == (1e-3, 5e-4)
-    # The announced model is the chosen trial trained again on its training and validation queries;
-    # it is the one model kept.
-    (refit_run,) = [r for r in runs if "es.refit_of" in r.data.tags]
-    chosen = next(r for r in trial_runs if r.info.run_id == refit_run.data.tags["es.refit_of"])
-    assert refit_run.data.params == chosen.data.params
-    assert refit_run.data.metrics["train_triples"] > chosen.data.metrics["train_triples"]
     kept = [r for r in runs if r.data.tags.get("es.model") == "uploaded"]
-    assert [r.info.run_id for r in kept] == [ready.run_id] == [refit_run.info.run_id]
-    assert "refitting" in {s.progress.stage for s in harness.statuses.events if s.task_id == final.task_id}
+    assert [r.info.run_id for r in kept] == [ready.run_id]
+
+
+def test_with_refit_on_the_announced_model_is_the_chosen_trial_trained_again_with_its_validation_queries(
+        kafka_bootstrap, mlflow_uri, tmp_path, test_plugins_path, tiny_model_path):
+    harness = start_trainer(kafka_bootstrap, mlflow_uri, tmp_path / "es", test_plugins_path, tiny_model_path,
+                            train_refit=True, default_fine_tuning_method="Refit Method")
+    try:
+        harness.add_batch("batch-r", clickstream_batch("r", 240))
+        create(harness, "Refit Method", "batch-r", "refit")
+        final = harness.final_status(by_key("refit"))
+        assert final.status == TaskState.done and final.detail.startswith("better model"), final.detail
+        (ready,) = harness.models.wait(lambda events: [e for e in events if e.task_id == final.task_id],
+                                       what="ModelReady")
+        assert "refitting" in {s.progress.stage for s in harness.statuses.events if s.task_id == final.task_id}
+
+        client = MlflowClient(harness.settings.mlflow_tracking_uri)
+        experiment = client.get_experiment_by_name(iteration_experiment_name("Refit Method", "batch-r"))
+        runs = client.search_runs([experiment.experiment_id])
+        (refit_run,) = [r for r in runs if "es.refit_of" in r.data.tags]
+        chosen = next(r for r in runs if r.info.run_id == refit_run.data.tags["es.refit_of"])
+        assert refit_run.data.params == chosen.data.params
+        assert refit_run.data.metrics["train_triples"] > chosen.data.metrics["train_triples"]
+        assert refit_run.data.metrics["epochs"] == chosen.data.metrics["best_epoch"] + 1
+        # It is the one model kept, and the one announced.
+        kept = [r for r in runs if r.data.tags.get("es.model") == "uploaded"]
+        assert [r.info.run_id for r in kept] == [ready.run_id] == [refit_run.info.run_id]
+    finally:
+        harness.close()
 
 
 def test_every_bad_task_ends_in_error_with_a_readable_reason(trainer_harness: TrainerHarness):

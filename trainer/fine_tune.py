@@ -62,7 +62,7 @@ class TrainingSettings:
     warmup_fraction: float = 0.1
     wise_ft_alphas: tuple[float, ...] = ()  # WiSE-FT mixes tried on validation (1.0, the tuned model, always is)
     early_stopping_patience: int | None = None  # validations without improvement before training stops
-    refit: bool = True  # train the chosen trial once more on training + validation queries (``refit``)
+    refit: bool = False  # train the chosen trial once more on training + validation queries (``refit``)
     progress_bar: bool = False
     accelerator: str | None = None  # None: "cuda" when available, else "cpu"
     precision: str = "auto"  # of training steps: "fp32", "bf16" (mixed) or "auto" (trainer.precision)

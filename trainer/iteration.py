@@ -8,9 +8,10 @@ The steps, each reported as the task's progress stage:
 4. start from the newest model of an earlier iteration of the method, or from the initial one;
 5. search the plugin's parameter space with Optuna (seeded TPE, median pruning on the main metric):
    each trial is an MLflow run named by the parameters' id; a restarted task reuses finished runs;
-6. train the best run's parameters once more on the training and validation queries together, for
-   the epochs and with the WiSE-FT mix the validation chose (``ES_TRAIN_REFIT``; a run of its own,
-   tagged ``es.refit_of``), keep that model in MLflow and delete the models it superseded;
+6. keep the best run's model (best on the validation queries) in MLflow and delete the models it
+   superseded; with ``ES_TRAIN_REFIT`` (off by default), train its parameters once more on the
+   training and validation queries together, for the epochs and with the WiSE-FT mix the validation
+   chose (a run of its own, tagged ``es.refit_of``), and keep that model instead;
 7. judge it against the starting model on the test queries, over the whole item universe
    (``trainer.judgement``): ``ModelReady`` only when the lift is significant.
 
@@ -338,7 +339,7 @@ class _Iteration:
         """The chosen trial trained again on training + validation queries (``trainer.fine_tune.refit``).
 
         Its own MLflow run, keyed by the trial's parameters, so that a restarted task reuses it; it
-        replaces the trial's model, and carries the trial's validation figures, which chose it."""
+        replaces the trial's model. The outcome keeps the trial's validation figures, which chose it."""
         tracker = self.runner.tracker
         key = REFIT_PREFIX + best.params.id
         done = tracker.find_run(inputs.experiment_id, key)
@@ -373,7 +374,8 @@ class _Iteration:
             raise
         log.info("task %s: refit the chosen trial on %d sessions (%d triples, %d epoch(s), WiSE-FT alpha %.2f)",
                  self.task.task_id, result.train_sessions, result.train_triples, result.epochs, result.wise_ft_alpha)
-        tracker.log_metrics(run.run_id, {**best.metrics, "refit_sessions": float(result.train_sessions),
+        # No validation figures: the refit learned from the validation queries; its trial's run has them.
+        tracker.log_metrics(run.run_id, {"refit_sessions": float(result.train_sessions), "epochs": float(result.epochs),
                                          "train_triples": float(result.train_triples),
                                          "wise_ft_alpha": result.wise_ft_alpha}, step=0)
         self._report(stage="uploading model")

@@ -50,7 +50,7 @@ class FineTuningSettings:
     seed: int = 13
     wise_ft_alphas: tuple[float, ...] = ()  # e.g. (0.5, 0.75): mixes with the starting weights, kept if better
     early_stopping_patience: int | None = None  # validations without improvement before a trial stops
-    refit: bool = True  # train the chosen trial again on training + validation queries before the judgement
+    refit: bool = False  # train the chosen trial again on training + validation queries before the judgement
     mined_negatives: int = 0  # hard negatives per (query, positive) mined each epoch with the current model
     mining_window: tuple[int, int] = (10, 50)  # the ranks they are drawn from
 
