@@ -138,8 +138,6 @@ def test_a_refit_learns_from_the_validation_queries_too_for_the_chosen_epochs(ti
                    on_progress=lambda *a: progress.append(a))
 
     assert result.train_sessions == len(split.train) + len(split.validation) and result.epochs == 2
-    chosen_run = fine_tune(tiny_path, sessions, texts, PARAMS, tmp_path / "trial", settings=SETTINGS)
-    assert result.train_triples > chosen_run.train_triples  # the validation sessions' clicks are learned
     assert {epoch for epoch, *_ in progress} == {0, 1} and progress[-1][1] == 2
 
     # It learned: the refit model moved away from the starting one on the same validation queries
