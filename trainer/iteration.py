@@ -88,7 +88,7 @@ class TrialOutcome:
     value: float
     metrics: dict[str, float]
     baseline: dict[str, float]
-    params: FineTuningParams | None = None
+    params: FineTuningParams
     epochs: int = 1  # whole epochs up to the kept validation: what a refit trains
     wise_ft_alpha: float = 1.0
 
@@ -291,17 +291,15 @@ class _Iteration:
         if done is not None:
             tracker.client.delete_run(done.info.run_id)  # an unfinished run of a dead trainer
 
-        run = tracker.start_run(inputs.experiment_id, params.id, params.to_mlflow_params(), {
-            TAG_METHOD: self.task.fine_tuning_method, TAG_BATCH: self.task.batch_id or "",
-            TAG_TASK: self.task.task_id,
-        }, run_name=f"trial {number + 1} · {params.id[:12]}")
+        run = tracker.start_run(inputs.experiment_id, params.id, params.to_mlflow_params(), self._run_tags(),
+                                run_name=f"trial {number + 1} · {params.id[:12]}")
         if inputs.propensity is not None:
             tracker.log_metrics(run.run_id, inputs.propensity.as_metrics(), step=0)
             tracker.client.set_tag(run.run_id, "es.propensity", inputs.propensity.source)
         self._report(stage="training", trial=number + 1, trials=trials, epochs=inputs.training.epochs)
 
         def on_progress(epoch: int, epochs: int, step: int, steps: int) -> None:
-            done_fraction = (epoch * steps + step) / max(1, epochs * steps)
+            done_fraction = _run_fraction(epoch, epochs, step, steps)
             self._report(stage="training", trial=number + 1, trials=trials, epoch=epoch + 1, epochs=epochs,
                          step=step, steps=steps, fraction=min(1.0, (number + done_fraction) / inputs.work))
 
@@ -349,15 +347,13 @@ class _Iteration:
             return replace(best, run_id=done.info.run_id)
         if done is not None:
             tracker.client.delete_run(done.info.run_id)
-        run = tracker.start_run(inputs.experiment_id, key, best.params.to_mlflow_params(), {
-            TAG_METHOD: self.task.fine_tuning_method, TAG_BATCH: self.task.batch_id or "",
-            TAG_TASK: self.task.task_id, TAG_REFIT_OF: best.run_id,
-        }, run_name=f"refit · {best.params.id[:12]}")
+        run = tracker.start_run(inputs.experiment_id, key, best.params.to_mlflow_params(),
+                                {**self._run_tags(), TAG_REFIT_OF: best.run_id}, run_name=f"refit · {best.params.id[:12]}")
         # No trial number: the refit is no trial, and a status reading "trial 4/4" would say it is.
         self._report(stage="refitting", trial=0, trials=0, epochs=best.epochs, fraction=inputs.trials / inputs.work)
 
         def on_progress(epoch: int, epochs: int, step: int, steps: int) -> None:
-            done_fraction = (epoch * steps + step) / max(1, epochs * steps)
+            done_fraction = _run_fraction(epoch, epochs, step, steps)
             self._report(stage="refitting", trial=0, trials=0, epoch=epoch + 1, epochs=epochs, step=step, steps=steps,
                          fraction=min(1.0, (inputs.trials + done_fraction) / inputs.work))
 
@@ -378,10 +374,7 @@ class _Iteration:
         tracker.log_metrics(run.run_id, {"refit_sessions": float(result.train_sessions), "epochs": float(result.epochs),
                                          "train_triples": float(result.train_triples),
                                          "wise_ft_alpha": result.wise_ft_alpha}, step=0)
-        self._report(stage="uploading model")
-        tracker.log_model(run.run_id, result.model_path)
-        tracker.end_run(run.run_id, "FINISHED")
-        shutil.rmtree(result.model_path.parent, ignore_errors=True)
+        self._upload(run, result.model_path)
         tracker.delete_model(best.run_id)
         return replace(best, run_id=run.run_id)
 
@@ -392,12 +385,20 @@ class _Iteration:
                  "train_triples": float(result.train_triples), "missing_items": float(len(result.missing_items)),
                  "validation_queries": float(result.validation_queries)}
         tracker.log_metrics(run.run_id, final, step=result.best_step + 1)
-        self._report(stage="uploading model")
-        tracker.log_model(run.run_id, result.model_path)
-        tracker.end_run(run.run_id, "FINISHED")
-        shutil.rmtree(result.model_path.parent, ignore_errors=True)
+        self._upload(run, result.model_path)
         return TrialOutcome(run.run_id, result.best_value, dict(result.best_metrics), dict(result.baseline_metrics),
                             result.params, result.best_epoch + 1, result.wise_ft_alpha)
+
+    def _run_tags(self) -> dict[str, str]:
+        return {TAG_METHOD: self.task.fine_tuning_method, TAG_BATCH: self.task.batch_id or "",
+                TAG_TASK: self.task.task_id}
+
+    def _upload(self, run: RunRef, model_path: Path) -> None:
+        """Store a finished run's model in MLflow and drop the local copy."""
+        self._report(stage="uploading model")
+        self.runner.tracker.log_model(run.run_id, model_path)
+        self.runner.tracker.end_run(run.run_id, "FINISHED")
+        shutil.rmtree(model_path.parent, ignore_errors=True)
 
     # --- the outcome ---------------------------------------------------------------------------
     def _conclude(self, best: TrialOutcome | None, inputs: TrialInputs, test_queries: list[HeldOutQuery],
@@ -486,6 +487,11 @@ def _outcome_of(run, metric: str, params: FineTuningParams) -> TrialOutcome:
     tuned = {k: v for k, v in metrics.items() if k.startswith("val_")}
     return TrialOutcome(run.info.run_id, metrics[metric], tuned, baseline, params,
                         int(metrics.get("best_epoch", 0)) + 1, metrics.get("wise_ft_alpha", 1.0))
+
+
+def _run_fraction(epoch: int, epochs: int, step: int, steps: int) -> float:
+    """How far one training run is, from Lightning's (0-based epoch, 1-based step) progress."""
+    return (epoch * steps + step) / max(1, epochs * steps)
 
 
 def _weights_files(model_dir: Path) -> list[Path]:
